@@ -1,0 +1,42 @@
+# The README's commands. On a fresh machine each target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+RUN ?= runs/quickstart/demo
+
+.PHONY: demo test lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+## demo: train on the embedded synthetic dataset, evaluate the best checkpoint, predict a folder
+demo: $(VENV)/.installed
+	$(BIN)/bloodcls fit --config configs/quickstart.yaml --trainer.logger.init_args.version demo
+	$(BIN)/bloodcls test --ckpt_path $(RUN)/checkpoints/best.ckpt
+	$(BIN)/python -c "from bloodcls.data.synthetic import write_image_folder; write_image_folder('$(RUN)/demo_images', 4, 96, seed=123)"
+	$(BIN)/bloodcls predict --ckpt_path $(RUN)/checkpoints/best.ckpt --data.predict_root $(RUN)/demo_images
+	@echo "report: $(RUN)/test   predictions: $(RUN)/predict/predictions.csv"
+
+## test: the whole test suite (hermetic; PBC tests skip without ../shared/datasets/pbc)
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check bloodcls tests
+	$(BIN)/ruff format --check bloodcls tests
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy bloodcls
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""bloodcls: blood-cell classifiers from few labels."""

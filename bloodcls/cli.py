@@ -1,0 +1,164 @@
+"""The ``bloodcls`` command: LightningCLI subcommands (fit / validate / test / predict) plus bloodcls tools."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+from jsonargparse import lazy_instance
+
+from bloodcls.data.datamodule import BloodCellDataModule
+from bloodcls.evaluation.callbacks import PredictionsCSV, TestReport
+from bloodcls.strategies.base import Classifier
+
+TRAINER_COMMANDS: dict[str, str] = {
+    "fit": "train a model (writes checkpoints, split.csv and logs into the run directory)",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the held-out test split and write the report",
+    "predict": "classify a folder of images and write predictions.csv",
+}
+
+
+def _download(argv: list[str]) -> None:
+    from bloodcls.data.download import download_main
+
+    download_main(argv)
+
+
+TOOL_COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
+    "download": ("fetch a dataset (bloodmnist) or a checksummed zip URL into a folder", _download),
+}
+
+
+class BloodCLI(LightningCLI):
+    """LightningCLI with bloodcls defaults: strategies and datamodule by ``class_path``, class count and names
+    linked from the data to the model, validation-metric checkpointing, test report and predictions writer."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=Classifier,
+            datamodule_class=BloodCellDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "logger": lazy_instance(CSVLogger, save_dir="runs", name="bloodcls"),
+                "callbacks": [lazy_instance(RichProgressBar)],
+            },
+            parser_kwargs={"description": "bloodcls: blood-cell classifiers from few labels"},
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/balanced_acc",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+            }
+        )
+        parser.add_lightning_class_args(TestReport, "report")
+        parser.add_lightning_class_args(PredictionsCSV, "predictions")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        monitor = config.get("checkpoint", {}).get("monitor")
+        if monitor and not str(monitor).startswith(("val/", "train/")):
+            raise ValueError(
+                f"checkpoint.monitor={monitor}: checkpoints are selected on validation metrics (val/...), "
+                "never on test metrics"
+            )
+        if self.subcommand in ("validate", "test", "predict"):
+            self._log_next_to_checkpoint(config)
+
+    def _log_next_to_checkpoint(self, config: object) -> None:
+        """Evaluating a checkpoint writes into ``<its run dir>/<subcommand>/`` instead of a new version dir."""
+        ckpt_path = config.get("ckpt_path")  # type: ignore[attr-defined]
+        logger = config.get("trainer", {}).get("logger")  # type: ignore[attr-defined]
+        if not ckpt_path or not logger or "CSVLogger" not in str(getattr(logger, "class_path", "")):
+            return
+        ckpt = Path(ckpt_path)
+        if ckpt.parent.name != "checkpoints":
+            return
+        logger.init_args.save_dir = str(ckpt.parent.parent)
+        logger.init_args.name = ""
+        logger.init_args.version = self.subcommand
+
+
+def _print_overview() -> None:
+    width = max(len(n) for n in [*TRAINER_COMMANDS, *TOOL_COMMANDS]) + 2
+    lines = [
+        "usage: bloodcls <command> [options]",
+        "",
+        "bloodcls: blood-cell classifiers from few labels (PyTorch Lightning).",
+        "",
+        "training commands (LightningCLI; --config file.yaml, repeatable, --print_config, --key value):",
+        *[f"  {name:<{width}}{text}" for name, text in TRAINER_COMMANDS.items()],
+        "",
+        "tools:",
+        *[f"  {name:<{width}}{text}" for name, (text, _) in TOOL_COMMANDS.items()],
+        "",
+        "Run `bloodcls <command> --help` for a command's options.",
+        "Example: bloodcls fit --config configs/quickstart.yaml",
+    ]
+    print("\n".join(lines))
+
+
+def _config_from_checkpoint(args: list[str]) -> list[str]:
+    """``bloodcls test --ckpt_path RUN/checkpoints/best.ckpt`` without ``--config`` reuses RUN/config.yaml."""
+    if any(a == "--config" or a.startswith("--config=") or a in ("-h", "--help") for a in args):
+        return args
+    ckpt = None
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            ckpt = args[i + 1]
+        elif arg.startswith("--ckpt_path="):
+            ckpt = arg.split("=", 1)[1]
+    if ckpt is None:
+        return args
+    config = Path(ckpt).parent.parent / "config.yaml"
+    if Path(ckpt).parent.name == "checkpoints" and config.is_file():
+        print(f"bloodcls: using {config} (the run's saved configuration)", file=sys.stderr)
+        return ["--config", str(config), *args]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; returns None so the process exit status is 0 on success."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        _print_overview()
+        return
+    if args[0] in ("-V", "--version"):
+        from importlib.metadata import version
+
+        print(f"bloodcls {version('bloodcls')}")
+        return
+    command, rest = args[0], args[1:]
+    if command in TOOL_COMMANDS:
+        TOOL_COMMANDS[command][1](rest)
+        return
+    if command not in TRAINER_COMMANDS:
+        known = ", ".join([*TRAINER_COMMANDS, *TOOL_COMMANDS])
+        print(f"bloodcls: error: unknown command '{command}' (expected one of: {known})", file=sys.stderr)
+        raise SystemExit(2)
+    if command in ("validate", "test", "predict"):
+        rest = _config_from_checkpoint(rest)
+    # LightningCLI reads sys.argv (passing args as well makes it warn), so hand it the rewritten command line.
+    sys.argv = [sys.argv[0] if sys.argv else "bloodcls", command, *rest]
+    BloodCLI()
+
+
+if __name__ == "__main__":
+    main()

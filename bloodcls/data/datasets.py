@@ -1,0 +1,76 @@
+"""Torch datasets over decoded uint8 arrays: each item is a dict with named keys (see DESIGN.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bloodcls.data.transforms import apply_transform
+
+
+class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
+    """Rows ``rows`` of an (N, H, W, 3) uint8 array with labels; one output key per augmentation view.
+
+    ``views`` maps output keys to pipelines, e.g. ``{"image": weak}`` or, for two-view strategies,
+    ``{"image_weak": weak, "image_strong": strong}``. Images stay uint8 (3, H, W); ``index`` is the row in
+    the source listing so pseudo-labels and predictions can be traced back to files.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        rows: np.ndarray,
+        views: Mapping[str, A.Compose],
+    ) -> None:
+        if len(images) != len(labels) or len(rows) != len(labels):
+            raise ValueError("images, labels and rows must have the same length")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.views = dict(views)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image = np.asarray(self.images[i])  # (H, W, 3) uint8; copies a memmap row into RAM
+        item: dict[str, torch.Tensor] = {
+            key: torch.from_numpy(apply_transform(pipeline, image)).permute(2, 0, 1)  # (3, H, W)
+            for key, pipeline in self.views.items()
+        }
+        item["label"] = torch.tensor(self.labels[i])
+        item["index"] = torch.tensor(self.rows[i])
+        return item
+
+
+class IndexedArrayView:
+    """Lazy row selection of a (possibly memory-mapped) array without copying it: ``view[i] = array[rows[i]]``."""
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray) -> None:
+        self.array = array
+        self.rows = np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.array[self.rows[i]]
+
+
+class ConcatArrays:
+    """Two array-likes indexed as one (real training images followed by SMOTE-synthesized ones)."""
+
+    def __init__(self, first: IndexedArrayView | np.ndarray, second: np.ndarray) -> None:
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self.first)
+        return self.first[i] if i < n else self.second[i - n]

@@ -1,0 +1,108 @@
+"""Robust image decoding: any file a user points us at becomes an RGB uint8 array or a clear reason why not."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+DEFAULT_MAX_PIXELS: int = 100_000_000
+
+# We enforce our own pixel limit with a clear message; PIL's bomb check would raise a less helpful error
+# (or only warn) at a different threshold.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class BadImageError(ValueError):
+    """A file that cannot be used as an image; the message says why (shown to the user, file is skipped)."""
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True for names with an image extension; hidden files (``.DS_Store``-style) are still checked later."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Convert any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F, ...) to (H, W, 3) uint8."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode in {"I", "F"}:
+        # 16/32-bit single channel: rescale by the type's range, not clip, so a 16-bit scan is not all white.
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        if mode == "F" and arr.max(initial=0) <= 1.0:
+            peak = 1.0
+        gray = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode in {"RGBA", "LA", "PA"} or (mode == "P" and "transparency" in img.info):
+        # Composite on white: a transparent background should look like an empty slide, not black.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8)
+    if mode != "RGB":
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr
+
+
+def decode_image(
+    data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+) -> np.ndarray:
+    """Decode encoded image bytes to an RGB (H, W, 3) uint8 array.
+
+    ``draft_size`` lets the JPEG decoder scale by 1/2, 1/4 or 1/8 in the DCT domain while staying at least that
+    large, which makes decoding for a small training resolution several times faster.
+    Raises ``BadImageError`` naming ``name`` for empty files, non-images, truncated files and images over
+    ``max_pixels`` pixels.
+    """
+    if len(data) == 0:
+        raise BadImageError(f"{name}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise BadImageError(
+                    f"{name}: {width}x{height} = {width * height / 1e6:.0f} megapixels is over the "
+                    f"{max_pixels / 1e6:.0f}-megapixel limit"
+                )
+            if draft_size is not None and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()  # forces the full decode so truncation is detected here, not in a worker
+    except BadImageError:
+        raise
+    except UnidentifiedImageError:
+        raise BadImageError(f"{name}: not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise BadImageError(f"{name}: cannot decode image ({err})") from None
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)  # multi-page TIFF: the first page is the image
+    return _to_rgb_array(img)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """Read a file, turning OS errors into ``BadImageError`` naming the file."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise BadImageError(f"{path}: cannot read file ({err.strerror})") from None
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read and decode one image file to RGB (H, W, 3) uint8 (see ``decode_image``)."""
+    return decode_image(read_bytes(path), str(path), max_pixels)
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize (H, W, 3) uint8 to (size, size, 3) with area averaging when shrinking (what the cache stores)."""
+    import cv2
+
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.ascontiguousarray(image)
+    shrinking = image.shape[0] > size or image.shape[1] > size
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interp)

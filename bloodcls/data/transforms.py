@@ -1,0 +1,94 @@
+"""Albumentations pipelines by name (``eval`` / ``weak`` / ``strong``) or as a YAML list, on uint8 HWC images.
+
+Pipelines keep images uint8: conversion to float and normalisation happen on the training device inside the
+strategy, which is cheaper than shipping float tensors through the loader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+
+# A name of a preset, or a list whose items are preset names or {"name": <albumentations class>, **kwargs}.
+TransformSpec = str | list[str | dict[str, Any]]
+
+
+def _geometric(image_size: int) -> list[A.BasicTransform]:
+    # Blood-cell crops have no canonical orientation, so all flips and 90-degree turns are label preserving.
+    return [
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=1.0),
+        A.Affine(
+            scale=(0.9, 1.1),
+            translate_percent=(-0.0625, 0.0625),
+            rotate=(-15, 15),
+            border_mode=cv2.BORDER_REFLECT_101,
+            p=0.5,
+        ),
+    ]
+
+
+def _photometric(image_size: int) -> list[A.BasicTransform]:
+    # Stain and scanner variation between labs is the main domain shift for smear images.
+    hole = max(2, image_size // 8)
+    return [
+        A.OneOf(
+            [
+                A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=25, val_shift_limit=15, p=1.0),
+                A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.04, p=1.0),
+            ],
+            p=0.8,
+        ),
+        A.GaussianBlur(blur_limit=(3, 5), p=0.2),
+        A.CLAHE(clip_limit=2.0, tile_grid_size=(4, 4), p=0.2),
+        A.CoarseDropout(
+            num_holes_range=(1, 3), hole_height_range=(hole, 2 * hole), hole_width_range=(hole, 2 * hole), p=0.3
+        ),
+    ]
+
+
+PRESETS: dict[str, Callable[[int], list[A.BasicTransform]]] = {
+    "eval": lambda size: [],
+    "weak": _geometric,
+    "strong": lambda size: [*_geometric(size), *_photometric(size)],
+}
+
+
+def _build_item(item: str | dict[str, Any], image_size: int) -> list[A.BasicTransform]:
+    if isinstance(item, str):
+        if item not in PRESETS:
+            raise ValueError(f"unknown transform preset '{item}', expected one of {sorted(PRESETS)}")
+        return PRESETS[item](image_size)
+    if not isinstance(item, dict) or "name" not in item:
+        raise ValueError(f"transform entry {item!r} must be a preset name or a mapping with a 'name' key")
+    kwargs = {k: v for k, v in item.items() if k != "name"}
+    name = str(item["name"])
+    cls = getattr(A, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+        raise ValueError(f"transform '{name}' is not an albumentations transform")
+    try:
+        return [cls(**kwargs)]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"transform '{name}' with arguments {kwargs}: {err}") from None
+
+
+def build_transform(spec: TransformSpec, image_size: int) -> A.Compose:
+    """Build an albumentations ``Compose`` from a preset name or a YAML list (see ``TransformSpec``)."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    transforms: list[A.BasicTransform] = []
+    for item in items:
+        transforms.extend(_build_item(item, image_size))
+    # Keep the training resolution whatever the user's pipeline does (e.g. a RandomResizedCrop of another size).
+    transforms.append(A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA))
+    return A.Compose(transforms)
+
+
+def apply_transform(transform: A.Compose, image: np.ndarray) -> np.ndarray:
+    """Apply a pipeline to one (H, W, 3) uint8 image and return a contiguous uint8 image."""
+    out = transform(image=image)["image"]
+    return np.ascontiguousarray(out, dtype=np.uint8)

@@ -1,0 +1,136 @@
+"""Callbacks that turn test and predict outputs into files: the test report and predictions.csv."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from bloodcls.evaluation.report import print_report, write_report
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The directory a stage's outputs belong in: the logger's directory, else ``default_root_dir``."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def _class_names(trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
+    names = getattr(pl_module, "class_names", None)
+    if names:
+        return list(names)
+    return [str(i) for i in range(int(getattr(pl_module, "num_classes", 0)))]
+
+
+class TestReport(Callback):
+    """Collects test probabilities and writes the report (metrics.json, per_class.csv, confusion matrix, ROC,
+    calibration, per-image predictions) into ``output_dir`` (default: the test run's log directory)."""
+
+    def __init__(self, output_dir: str | None = None, print_table: bool = True) -> None:
+        self.output_dir = output_dir
+        self.print_table = print_table
+        self._outputs: list[dict[str, torch.Tensor]] = []
+        self.last_metrics: dict[str, Any] | None = None
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._outputs = []
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if isinstance(outputs, dict) and "probs" in outputs:
+            self._outputs.append({k: v.detach().cpu() for k, v in outputs.items() if k in ("probs", "label", "index")})
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._outputs:
+            return
+        local = {k: torch.cat([o[k] for o in self._outputs]) for k in self._outputs[0]}
+        # Every rank evaluated a shard; gather so the report covers the whole test split exactly once.
+        gathered = pl_module.all_gather(local)
+        if trainer.world_size > 1:
+            gathered = {k: v.flatten(0, 1) for k, v in gathered.items()}  # (world, n, ...) -> (world * n, ...)
+            # DistributedSampler pads with repeats; keep the first occurrence of each index.
+            index = gathered["index"].cpu()
+            first = {int(i): pos for pos, i in reversed(list(enumerate(index.tolist())))}
+            keep = torch.tensor(sorted(first.values()))
+            gathered = {k: v[keep] for k, v in gathered.items()}
+        if not trainer.is_global_zero:
+            return
+        probs, labels, index = gathered["probs"].cpu(), gathered["label"].cpu(), gathered["index"].cpu()
+        datamodule = trainer.datamodule
+        paths = None
+        extra: dict[str, Any] = {"ckpt_path": trainer.ckpt_path}
+        if datamodule is not None and hasattr(datamodule, "sample_ids"):
+            ids = datamodule.sample_ids()
+            paths = [ids[i] for i in index.tolist()]
+            report = datamodule.data_report()
+            extra["data"] = {k: report[k] for k in ("source", "root", "n_listed", "n_usable", "image_size")}
+            extra["data"]["n_skipped"] = len(report["skipped"])
+            extra["data"]["n_duplicate_groups"] = len(report["duplicate_groups"])
+            extra["data"]["n_label_conflicts"] = len(report["label_conflicts"])
+        out_dir = Path(self.output_dir) if self.output_dir else run_dir(trainer)
+        metrics = write_report(out_dir, probs.numpy(), labels.numpy(), _class_names(trainer, pl_module), paths=paths, extra=extra)
+        self.last_metrics = metrics
+        if self.print_table:
+            print_report(metrics, title=f"Test report ({len(labels)} images)")
+        rank_zero_info(f"test report written to {out_dir}")
+
+
+class PredictionsCSV(BasePredictionWriter):
+    """Writes ``predictions.csv`` (path, predicted class, confidence, one probability column per class)."""
+
+    def __init__(self, output: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = output
+        self.last_path: Path | None = None
+
+    def write_on_epoch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        predictions: Any,
+        batch_indices: Any,
+    ) -> None:
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        if not batches:
+            return
+        probs = torch.cat([b["probs"] for b in batches]).cpu()
+        index = torch.cat([b["index"] for b in batches]).cpu()
+        if trainer.world_size > 1:
+            probs = pl_module.all_gather(probs).flatten(0, 1).cpu()
+            index = pl_module.all_gather(index).flatten(0, 1).cpu()
+        if not trainer.is_global_zero:
+            return
+        names = _class_names(trainer, pl_module)
+        datamodule = trainer.datamodule
+        ids = datamodule.predict_paths() if datamodule is not None else [str(i) for i in range(int(index.max()) + 1)]
+        path = Path(self.output) if self.output else run_dir(trainer) / "predictions.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        seen: set[int] = set()
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "pred", "confidence", *[f"prob_{n}" for n in names]])
+            for row, p in zip(index.tolist(), probs, strict=True):
+                if row in seen:  # DistributedSampler padding repeats a few images
+                    continue
+                seen.add(row)
+                k = int(p.argmax())
+                writer.writerow([ids[row], names[k], f"{float(p[k]):.6f}", *[f"{float(v):.6f}" for v in p]])
+        skipped = datamodule.predict_skipped() if datamodule is not None and hasattr(datamodule, "predict_skipped") else []
+        if skipped:
+            with path.with_name("predictions_skipped.csv").open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["path", "reason"])
+                writer.writerows(skipped)
+        self.last_path = path
+        rank_zero_info(f"predictions for {len(seen)} images written to {path}")

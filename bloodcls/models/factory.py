@@ -1,0 +1,74 @@
+"""One door for every network: timm's ``create_model`` for timm and bloodcls-registered backbones, with
+clear errors for unknown names and an offline-friendly ``pretrained`` path (local file or URL)."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+import bloodcls.models.small_cnn  # noqa: F401  (registers bloodcls_* models into timm)
+
+
+def available_backbones(pattern: str = "*") -> list[str]:
+    return timm.list_models(pattern)
+
+
+def _check_name(name: str) -> None:
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `timm.list_models()`"
+    raise ValueError(f"model.backbone: unknown backbone '{name}'{hint}")
+
+
+def _weights_overlay(weights: str) -> dict[str, Any]:
+    """timm pretrained-config overlay that points its loader at a local file or a URL instead of the hub."""
+    if "://" in weights:
+        # hf_hub_id=None makes timm fall through to its URL loader (torch.hub cache under $TORCH_HOME).
+        return {"url": weights, "hf_hub_id": None, "file": None, "source": ""}
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"model.pretrained_weights: {path} does not exist")
+    return {"file": str(path), "source": ""}
+
+
+def create_backbone(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: bool = False,
+    pretrained_weights: str | None = None,
+    drop_rate: float = 0.0,
+    in_chans: int = 3,
+    **kwargs: Any,
+) -> nn.Module:
+    """Create ``name`` with a ``num_classes`` head.
+
+    ``pretrained=True`` loads timm's published weights (needs the hub); ``pretrained_weights`` (a local
+    ``.pth`` / ``.safetensors`` file or an http(s) URL) loads those instead, which is how offline machines
+    use pretrained networks. The classifier is re-initialised when the class count differs.
+    """
+    _check_name(name)
+    if num_classes < 2:
+        raise ValueError(f"model.num_classes={num_classes}: a classifier needs at least 2 classes")
+    create_kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
+    if drop_rate:
+        create_kwargs["drop_rate"] = drop_rate
+    if pretrained_weights is not None:
+        create_kwargs["pretrained_cfg_overlay"] = _weights_overlay(pretrained_weights)
+        pretrained = True
+    try:
+        return timm.create_model(name, pretrained=pretrained, **create_kwargs)
+    except (OSError, RuntimeError, ValueError) as err:
+        if not pretrained:
+            raise
+        source = pretrained_weights or "the model hub"
+        raise RuntimeError(
+            f"model.pretrained: could not load weights for '{name}' from {source} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). Offline? Download the weights elsewhere and "
+            "pass model.pretrained_weights=/path/to/weights"
+        ) from err

@@ -1,0 +1,201 @@
+"""Classifier: the shared base of every learning strategy -- backbone, supervised loss, optimizer and schedule,
+metrics and logging. Strategies override ``unlabeled_loss`` (see DESIGN.md) and nothing else if they can."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from bloodcls.data.sampling import ClassWeighting, class_weights
+from bloodcls.models import create_backbone
+from bloodcls.strategies.losses import classification_loss, warmup_cosine
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class UnlabeledOutput:
+    """What a strategy's unlabeled term returns: the (unweighted) loss, its weight, and statistics to log."""
+
+    loss: torch.Tensor
+    weight: float = 1.0
+    stats: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+def _eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class Classifier(L.LightningModule):
+    """Supervised classifier over any backbone ``create_backbone`` knows; base of all strategies.
+
+    Args:
+        num_classes: linked from ``data.num_classes`` by the CLI.
+        class_names: linked from ``data.class_names``; stored in checkpoints for predictions and reports.
+        backbone: timm or bloodcls model name (``resnet18``, ``efficientnet_b0``, ``bloodcls_cnn_small``...).
+        pretrained: load published weights (needs the hub); ``pretrained_weights``: local file or URL instead.
+        drop_rate: dropout before the classifier.
+        loss: ``ce`` or ``focal``; ``label_smoothing``, ``focal_gamma`` as named.
+        class_weighting: weight the loss by training-set class frequencies (``inverse``, ``sqrt_inverse``,
+            ``effective``) -- an alternative to resampling.
+        optimizer: injected optimizer factory (YAML ``class_path`` / ``init_args``).
+        scheduler: injected LR scheduler factory; when ``None``, ``lr_schedule`` applies: ``cosine`` (per step,
+            over the whole run, after ``warmup_epochs``) or ``constant``.
+        normalize_mean, normalize_std: input normalisation; default from the backbone's pretrained config.
+        channels_last: run the backbone in NHWC memory format (faster convolutions on CPU and GPU).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 5,
+        class_names: list[str] | None = None,
+        backbone: str = "resnet18",
+        pretrained: bool = False,
+        pretrained_weights: str | None = None,
+        drop_rate: float = 0.0,
+        loss: Literal["ce", "focal"] = "ce",
+        label_smoothing: float = 0.0,
+        focal_gamma: float = 2.0,
+        class_weighting: ClassWeighting = "none",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        warmup_epochs: float = 0.0,
+        normalize_mean: tuple[float, float, float] | None = None,
+        normalize_std: tuple[float, float, float] | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"model.class_names has {len(class_names)} names but model.num_classes={num_classes}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing={label_smoothing} must be in [0, 1)")
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.net = create_backbone(
+            backbone, num_classes, pretrained=pretrained, pretrained_weights=pretrained_weights, drop_rate=drop_rate
+        )
+        cfg = getattr(self.net, "pretrained_cfg", {}) or {}
+        mean = normalize_mean or cfg.get("mean", (0.485, 0.456, 0.406))
+        std = normalize_std or cfg.get("std", (0.229, 0.224, 0.225))
+        # Inputs arrive as uint8; scaling and normalising on the device keeps loader workers cheap.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("class_weight", torch.ones(num_classes))
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.val_metrics = _eval_metrics(num_classes, "val/")
+        self.test_metrics = _eval_metrics(num_classes, "test/")
+
+    # ------------------------------------------------------------------ forward
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> normalised float; floats in [0, 1] are accepted too."""
+        x = images.float() if images.dtype == torch.uint8 else images.float() * 255.0
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(images))  # (B, K) logits
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled pre-logit features (B, D), for label propagation and contrastive heads."""
+        feats = self.net.forward_features(self.preprocess(images))
+        return self.net.forward_head(feats, pre_logits=True)
+
+    # ------------------------------------------------------------------ losses
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.class_weighting != "none":
+            datamodule = self.trainer.datamodule
+            counts = datamodule.train_class_counts()
+            weights = class_weights(counts, self.hparams.class_weighting)
+            self.class_weight.copy_(torch.as_tensor(weights, dtype=torch.float32))
+
+    def supervised_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = self.class_weight if self.hparams.class_weighting != "none" else None
+        return classification_loss(
+            logits, target, self.hparams.loss, weight, self.hparams.label_smoothing, self.hparams.focal_gamma
+        )
+
+    def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput | None:
+        """Semi-supervised strategies turn the unlabeled part of a batch into a loss here."""
+        return None
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        labeled: Batch = batch["labeled"] if "labeled" in batch else batch
+        logits = self(labeled["image"])
+        loss_sup = self.supervised_loss(logits, labeled["label"])
+        loss = loss_sup
+        batch_size = labeled["label"].shape[0]
+        self.log("train/loss_sup", loss_sup, batch_size=batch_size)
+        if "unlabeled" in batch:
+            out = self.unlabeled_loss(batch["unlabeled"], batch_idx)
+            if out is not None:
+                loss = loss + out.weight * out.loss
+                self.log("train/loss_unsup", out.loss, batch_size=batch_size)
+                self.log("train/unsup_weight", float(out.weight), batch_size=batch_size)
+                for name, value in out.stats.items():
+                    self.log(f"train/{name}", value, batch_size=batch_size)
+        with torch.no_grad():
+            acc = (logits.argmax(dim=1) == labeled["label"]).float().mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/acc", acc, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        logits = self(batch["image"])
+        self.log("val/loss", self.supervised_loss(logits, batch["label"]), batch_size=len(logits), sync_dist=True)
+        self.val_metrics.update(logits, batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        logits = self(batch["image"])
+        self.test_metrics.update(logits, batch["label"])
+        self.log("test/loss", self.supervised_loss(logits, batch["label"]), batch_size=len(logits), sync_dist=True)
+        return {"probs": logits.float().softmax(dim=1), "label": batch["label"], "index": batch["index"]}
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        return {"probs": self(batch["image"]).float().softmax(dim=1), "index": batch["index"]}
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is not None:
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        warmup = int(round(self.hparams.warmup_epochs * total / epochs))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["bloodcls"] = {"class_names": self.class_names}

@@ -1,0 +1,62 @@
+"""Supervised losses and LR schedules as plain functions (no Lightning), with reference tests."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    gamma: float = 2.0,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Multi-class focal loss (Lin et al. 2017): mean over the batch of -w_y (1 - p_y)^gamma log p_y.
+
+    With label smoothing the focusing term multiplies the smoothed cross-entropy of each sample.
+    ``weight`` is normalised like ``F.cross_entropy``: the mean divides by the summed weights of the targets.
+    """
+    log_probs = F.log_softmax(logits, dim=-1)  # (B, K)
+    log_p_true = log_probs.gather(1, target[:, None]).squeeze(1)  # (B,)
+    num_classes = logits.shape[-1]
+    if label_smoothing > 0:
+        smooth = torch.full_like(log_probs, label_smoothing / num_classes)
+        smooth.scatter_(1, target[:, None], 1.0 - label_smoothing + label_smoothing / num_classes)
+        ce = -(smooth * log_probs).sum(dim=1)
+    else:
+        ce = -log_p_true
+    focus = (1.0 - log_p_true.exp()).clamp(min=0.0).pow(gamma)
+    per_sample = focus * ce
+    if weight is None:
+        return per_sample.mean()
+    w = weight[target]
+    return (w * per_sample).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+
+
+def classification_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    kind: str = "ce",
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    focal_gamma: float = 2.0,
+) -> torch.Tensor:
+    """Cross-entropy (``ce``) or focal loss, with optional class weights and label smoothing."""
+    if kind == "ce":
+        return F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
+    if kind == "focal":
+        return focal_loss(logits, target, focal_gamma, weight, label_smoothing)
+    raise ValueError(f"model.loss: unknown loss '{kind}', expected ce|focal")
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0, min_factor: float = 0.0) -> float:
+    """LR multiplier: linear warm-up from ~0 to 1 over ``warmup_steps``, then cosine decay to ``min_factor``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
