@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from jsonargparse import lazy_instance
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
-from jsonargparse import lazy_instance
 
 from bloodcls.data.datamodule import BloodCellDataModule
+from bloodcls.errors import UserInputError
 from bloodcls.evaluation.callbacks import PredictionsCSV, TestReport
 from bloodcls.strategies.base import Classifier
 
@@ -75,7 +79,7 @@ class BloodCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         monitor = config.get("checkpoint", {}).get("monitor")
         if monitor and not str(monitor).startswith(("val/", "train/")):
-            raise ValueError(
+            raise UserInputError(
                 f"checkpoint.monitor={monitor}: checkpoints are selected on validation metrics (val/...), "
                 "never on test metrics"
             )
@@ -134,6 +138,29 @@ def _config_from_checkpoint(args: list[str]) -> list[str]:
     return args
 
 
+def _quiet_third_party_noise() -> None:
+    """Hide warnings users cannot act on (library deprecations inside Lightning, advertising tips)."""
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Evaluating a checkpoint restores its ModelCheckpoint state too; the moved-dirpath notice is irrelevant there.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
+
+
+def _find_user_error(err: BaseException) -> UserInputError | None:
+    """The UserInputError behind ``err``, also when jsonargparse re-raised it while instantiating a class."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserInputError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; returns None so the process exit status is 0 on success."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -155,9 +182,19 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if command in ("validate", "test", "predict"):
         rest = _config_from_checkpoint(rest)
+    _quiet_third_party_noise()
     # LightningCLI reads sys.argv (passing args as well makes it warn), so hand it the rewritten command line.
     sys.argv = [sys.argv[0] if sys.argv else "bloodcls", command, *rest]
-    BloodCLI()
+    try:
+        BloodCLI()
+    except Exception as err:
+        # Bad configs, paths and datasets are the user's to fix: one clear line, not a stack trace.
+        # BLOODCLS_DEBUG=1 shows the traceback when the message is not enough.
+        user_error = _find_user_error(err)
+        if user_error is None or os.environ.get("BLOODCLS_DEBUG"):
+            raise
+        print(f"bloodcls {command}: error: {user_error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -154,9 +154,7 @@ def decode_files(
     meta_tmp.write_text(json.dumps({"size": size, "max_pixels": max_pixels, "n": len(paths), "errors": errors}))
     os.replace(tmp_file, array_file)
     os.replace(meta_tmp, meta_file)
-    return DecodedImages(
-        images=np.load(array_file, mmap_mode="r"), hashes=hashes, errors=errors, cache_file=array_file
-    )
+    return DecodedImages(images=np.load(array_file, mmap_mode="r"), hashes=hashes, errors=errors, cache_file=array_file)
 
 
 def resize_arrays(arrays: np.ndarray, size: int, workers: int | None = None) -> np.ndarray:

@@ -7,7 +7,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -37,6 +37,7 @@ from bloodcls.data.sources import (
     synthetic_listing,
 )
 from bloodcls.data.transforms import TransformSpec, build_transform
+from bloodcls.errors import UserInputError
 
 log = logging.getLogger(__name__)
 MAX_WARNED_FILES = 10
@@ -115,11 +116,11 @@ class BloodCellDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if image_size < 8:
-            raise ValueError(f"data.image_size={image_size} must be >= 8")
+            raise UserInputError(f"data.image_size={image_size} must be >= 8")
         if batch_size < 1:
-            raise ValueError(f"data.batch_size={batch_size} must be >= 1")
+            raise UserInputError(f"data.batch_size={batch_size} must be >= 1")
         if labels_per_class is not None and labeled_fraction is not None:
-            raise ValueError("data.labels_per_class and data.labeled_fraction are exclusive; set one")
+            raise UserInputError("data.labels_per_class and data.labeled_fraction are exclusive; set one")
         S.stratified_split([0, 1], val_fraction, test_fraction) if n_folds is None else None  # validates
         self.root = root
         self.source = source
@@ -154,12 +155,15 @@ class BloodCellDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loading
     def setup(self, stage: str) -> None:
+        if stage == "predict" and self.hparams.predict_root is not None:
+            self._load_predict()  # a folder to classify does not need the training source at all
+            return
         if self._data is None:
             self._data = self._load()
         if stage == "fit":
             subsets = self.subsets
             if not np.any(subsets == S.VAL):
-                raise ValueError(
+                raise UserInputError(
                     "data.val_fraction leaves no validation images; checkpoint selection needs a validation split"
                 )
 
@@ -169,7 +173,7 @@ class BloodCellDataModule(L.LightningDataModule):
         if kind == "synthetic":
             return synthetic_listing(hp.synthetic_per_class, self.image_size, hp.synthetic_seed)
         if self.root is None:
-            raise ValueError(f"data.root is required for source '{kind}'")
+            raise UserInputError(f"data.root is required for source '{kind}'")
         if kind == "folder":
             return list_image_folder(self.root)
         if kind == "csv":
@@ -267,7 +271,7 @@ class BloodCellDataModule(L.LightningDataModule):
         present = {data.hashes[r] for r in np.flatnonzero(data.usable)}
         missing = [h for h, s in by_hash.items() if s == S.TEST and h not in present]
         if missing:
-            raise ValueError(
+            raise UserInputError(
                 f"split from {origin}: {len(missing)} test images are not found under data.root "
                 f"({self.root}); evaluate on the same data the split was made from"
             )
@@ -315,7 +319,9 @@ class BloodCellDataModule(L.LightningDataModule):
             return BalancedClassSampler(labels, seed=seed)
         return None
 
-    def _loader(self, dataset: ImageArrayDataset, batch_size: int, train: bool, sampler: Sampler[int] | None = None) -> DataLoader:
+    def _loader(
+        self, dataset: ImageArrayDataset, batch_size: int, train: bool, sampler: Sampler[int] | None = None
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -331,7 +337,7 @@ class BloodCellDataModule(L.LightningDataModule):
         self._write_run_files()
         dataset = self.train_dataset()
         if len(dataset) == 0:
-            raise ValueError("the training split is empty; check data.val_fraction / data.test_fraction")
+            raise UserInputError("the training split is empty; check data.val_fraction / data.test_fraction")
         return self._loader(dataset, self.batch_size, True, self._train_sampler(dataset.labels))
 
     def val_dataloader(self) -> DataLoader:
@@ -340,7 +346,7 @@ class BloodCellDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         dataset = self._dataset(S.TEST, self.eval_views)
         if len(dataset) == 0:
-            raise ValueError("the test split is empty (data.test_fraction=0?)")
+            raise UserInputError("the test split is empty (data.test_fraction=0?)")
         return self._loader(dataset, self.eval_batch_size, False)
 
     def predict_dataloader(self) -> DataLoader:
@@ -363,7 +369,7 @@ class BloodCellDataModule(L.LightningDataModule):
                 workers=self.hparams.decode_workers,
             )
             skipped = [(listing.ids[i], reason) for i, reason in sorted(decoded.errors.items())]
-            _warn_skipped(skipped)
+            _warn_skipped(skipped, "predictions_skipped.csv")
             self._predict = (listing, decoded.images, skipped)
         return self._predict
 
@@ -398,7 +404,7 @@ class BloodCellDataModule(L.LightningDataModule):
             return
         saved_names = state_dict.get("class_names")
         if saved_names is not None and list(saved_names) != list(self.class_names):
-            raise ValueError(
+            raise UserInputError(
                 f"the checkpoint was trained on classes {saved_names}, but data.root has {self.class_names}"
             )
         if self.split_file is None:  # an explicit split_file given by the user wins
@@ -451,21 +457,21 @@ class BloodCellDataModule(L.LightningDataModule):
         )
 
 
-def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
+def _warn_skipped(skipped: list[tuple[str, str]], listed_in: str = "data_report.json") -> None:
     if not skipped:
         return
-    for _, reason in skipped[:MAX_WARNED_FILES]:
-        rank_zero_warn(f"skipped: {reason}")
+    for name, reason in skipped[:MAX_WARNED_FILES]:
+        rank_zero_warn(f"skipped {reason}" if name in reason else f"skipped {name}: {reason}")
     more = len(skipped) - MAX_WARNED_FILES
     tail = f" ({more} more not shown)" if more > 0 else ""
-    rank_zero_warn(f"{len(skipped)} files skipped as unusable{tail}; see data_report.json in the run directory")
+    rank_zero_warn(f"{len(skipped)} files skipped as unusable{tail}; all are listed in {listed_in}")
 
 
 def _check_classes(data: LoadedData) -> None:
     names = data.listing.class_names
     if len(names) < 2:
-        raise ValueError(f"data.root: found {len(names)} class ({', '.join(names) or 'none'}); need at least 2")
+        raise UserInputError(f"data.root: found {len(names)} class ({', '.join(names) or 'none'}); need at least 2")
     counts = np.bincount(data.listing.labels[data.usable], minlength=len(names))
     empty = [names[i] for i in np.flatnonzero(counts == 0)]
     if empty:
-        raise ValueError(f"data.root: class(es) {', '.join(empty)} have no usable images")
+        raise UserInputError(f"data.root: class(es) {', '.join(empty)} have no usable images")

@@ -38,7 +38,8 @@ class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        image = np.asarray(self.images[i])  # (H, W, 3) uint8; copies a memmap row into RAM
+        # (H, W, 3) uint8, copied out of the (read-only, possibly memory-mapped) cache so tensors may own it.
+        image = np.array(self.images[i], dtype=np.uint8, copy=True)
         item: dict[str, torch.Tensor] = {
             key: torch.from_numpy(apply_transform(pipeline, image)).permute(2, 0, 1)  # (3, H, W)
             for key, pipeline in self.views.items()

@@ -233,9 +233,7 @@ def safe_extract_zip(archive: Path, dest: Path) -> list[Path]:
             target = (root / PurePosixPath(info.filename.replace("\\", "/"))).resolve()
             # Belt and braces: a symlink already inside dest could still redirect a harmless-looking name.
             if not target.is_relative_to(root):
-                raise DownloadError(
-                    f"{archive}: refusing to extract entry {info.filename!r} (escapes {dest})"
-                )
+                raise DownloadError(f"{archive}: refusing to extract entry {info.filename!r} (escapes {dest})")
             targets.append((info, target))
 
         written: list[Path] = []
@@ -286,15 +284,11 @@ def download(
         resolver = DATASETS.get(source.lower())
         if resolver is None:
             known = ", ".join(sorted(DATASETS))
-            raise ValueError(
-                f"unknown dataset {source!r}; expected one of: {known}, or an http(s):// or file:// URL"
-            )
+            raise ValueError(f"unknown dataset {source!r}; expected one of: {known}, or an http(s):// or file:// URL")
         remote = resolver(size)
         if md5 is not None and remote.md5 is not None and md5 != remote.md5:
             raise ValueError(f"--md5 {md5} conflicts with the published md5 {remote.md5} for {source}")
-        return download_file(
-            remote.url, dest / remote.filename, sha256=sha256 or remote.sha256, md5=md5 or remote.md5
-        )
+        return download_file(remote.url, dest / remote.filename, sha256=sha256 or remote.sha256, md5=md5 or remote.md5)
 
     if sha256 is None and md5 is None:
         raise ValueError(

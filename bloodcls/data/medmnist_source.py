@@ -87,9 +87,7 @@ def load_bloodmnist(root: str | Path, size: int = 28) -> ArrayDataset:
         try:
             ds = medmnist.BloodMNIST(split=split, root=str(root), size=size, download=False, as_rgb=True)
         except KeyError as exc:
-            raise ValueError(
-                f"{path}: missing array {exc}; expected {split}_images and {split}_labels"
-            ) from exc
+            raise ValueError(f"{path}: missing array {exc}; expected {split}_images and {split}_labels") from exc
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
             raise ValueError(
                 f"{path}: unreadable ({exc}); delete it and re-run "

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
+from bloodcls.errors import UserInputError
+
 SamplerName = Literal["none", "weighted", "balanced"]
 ClassWeighting = Literal["none", "inverse", "sqrt_inverse", "effective"]
 
@@ -18,7 +20,9 @@ def class_counts(labels: Sequence[int] | np.ndarray, num_classes: int) -> np.nda
     return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
 
 
-def class_weights(counts: Sequence[int] | np.ndarray, scheme: ClassWeighting = "inverse", beta: float = 0.999) -> np.ndarray:
+def class_weights(
+    counts: Sequence[int] | np.ndarray, scheme: ClassWeighting = "inverse", beta: float = 0.999
+) -> np.ndarray:
     """Per-class loss weights, normalised so that the weighted mean over training images is 1.
 
     ``inverse``: 1/n_c; ``sqrt_inverse``: 1/sqrt(n_c); ``effective``: (1-beta)/(1-beta^n_c) (Cui et al. 2019).
@@ -36,7 +40,7 @@ def class_weights(counts: Sequence[int] | np.ndarray, scheme: ClassWeighting = "
     elif scheme == "effective":
         weights[present] = (1.0 - beta) / (1.0 - np.power(beta, counts_arr[present]))
     else:
-        raise ValueError(f"unknown class weighting '{scheme}', expected none|inverse|sqrt_inverse|effective")
+        raise UserInputError(f"unknown class weighting '{scheme}', expected none|inverse|sqrt_inverse|effective")
     # Normalise so the loss scale (and hence a tuned learning rate) does not change with the scheme.
     mean_weight = float((weights * counts_arr).sum() / counts_arr.sum())
     return weights / mean_weight
@@ -49,7 +53,9 @@ def sample_weights(labels: Sequence[int] | np.ndarray, num_classes: int, power: 
     return np.power(counts[labels_arr], -power)
 
 
-def weighted_sampler(labels: Sequence[int] | np.ndarray, num_classes: int, power: float = 1.0, seed: int = 0) -> WeightedRandomSampler:
+def weighted_sampler(
+    labels: Sequence[int] | np.ndarray, num_classes: int, power: float = 1.0, seed: int = 0
+) -> WeightedRandomSampler:
     """Draw with replacement, P(image) proportional to n_class^-power; one epoch = len(labels) draws."""
     weights = torch.as_tensor(sample_weights(labels, num_classes, power), dtype=torch.double)
     generator = torch.Generator().manual_seed(seed)
@@ -67,7 +73,7 @@ class BalancedClassSampler(Sampler[int]):
     def __init__(self, labels: Sequence[int] | np.ndarray, num_samples: int | None = None, seed: int = 0) -> None:
         self.labels = np.asarray(labels, dtype=np.int64)
         if len(self.labels) == 0:
-            raise ValueError("BalancedClassSampler needs at least one labeled image")
+            raise UserInputError("BalancedClassSampler needs at least one labeled image")
         self.classes = np.unique(self.labels)
         self.by_class = [np.flatnonzero(self.labels == c) for c in self.classes]
         self.num_samples = len(self.labels) if num_samples is None else int(num_samples)
@@ -113,7 +119,7 @@ def smote_oversample(
     if len(present) < 2 or present.min() == present.max():
         return images[:0].copy(), labels[:0].copy()
     if present.min() < 2:
-        raise ValueError("SMOTE needs at least 2 training images in every class")
+        raise UserInputError("SMOTE needs at least 2 training images in every class")
     k = int(min(k_neighbors, present.min() - 1))
     flat = images.reshape(len(images), -1).astype(np.float32)
     sampler = SMOTE(k_neighbors=k, random_state=seed)

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from bloodcls.data.images import IMAGE_EXTENSIONS, is_image_file
+from bloodcls.errors import MissingPathError, UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,9 @@ def resolve_source(root: str | None, source: SourceName) -> SourceName:
 def _require_dir(root: str | Path, key: str = "data.root") -> Path:
     path = Path(root).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"{key}: {path} does not exist")
+        raise MissingPathError(f"{key}: {path} does not exist")
     if not path.is_dir():
-        raise NotADirectoryError(f"{key}: {path} is not a directory (expected root/<class>/<image> folders)")
+        raise UserInputError(f"{key}: {path} is not a directory (expected root/<class>/<image> folders)")
     return path
 
 
@@ -70,7 +71,7 @@ def list_image_folder(root: str | Path) -> SourceListing:
     if not class_dirs:
         loose = [p for p in root_path.iterdir() if is_image_file(p)]
         hint = f" (found {len(loose)} images directly in it)" if loose else ""
-        raise ValueError(f"data.root: {root_path} has no class folders{hint}; expected root/<class>/<image>")
+        raise UserInputError(f"data.root: {root_path} has no class folders{hint}; expected root/<class>/<image>")
     paths: list[str] = []
     labels: list[int] = []
     ignored = 0
@@ -79,7 +80,7 @@ def list_image_folder(root: str | Path) -> SourceListing:
         images = [p for p in files if is_image_file(p)]
         ignored += len(files) - len(images)
         if not images:
-            raise ValueError(
+            raise UserInputError(
                 f"data.root: class folder {class_dir} contains no images "
                 f"({'/'.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}); add images or remove the folder"
             )
@@ -87,21 +88,19 @@ def list_image_folder(root: str | Path) -> SourceListing:
         labels.extend([label] * len(images))
     if ignored:
         log.info("ignored %d files without an image extension under %s", ignored, root_path)
-    return SourceListing(
-        class_names=[d.name for d in class_dirs], ids=paths, labels=np.asarray(labels, dtype=np.int64)
-    )
+    return SourceListing(class_names=[d.name for d in class_dirs], ids=paths, labels=np.asarray(labels, dtype=np.int64))
 
 
 def list_csv_manifest(csv_path: str | Path) -> SourceListing:
     """List a ``path,label`` CSV; relative paths are relative to the CSV's folder. Missing files are skipped."""
     csv_file = Path(csv_path).expanduser()
     if not csv_file.is_file():
-        raise FileNotFoundError(f"data.root: manifest {csv_file} does not exist")
+        raise MissingPathError(f"data.root: manifest {csv_file} does not exist")
     with csv_file.open(newline="") as fh:
         reader = csv.DictReader(fh)
         fields = [f.strip() for f in (reader.fieldnames or [])]
         if "path" not in fields or "label" not in fields:
-            raise ValueError(f"{csv_file}: expected a header with 'path' and 'label' columns, got {fields}")
+            raise UserInputError(f"{csv_file}: expected a header with 'path' and 'label' columns, got {fields}")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     skipped: list[tuple[str, str]] = []
     entries: list[tuple[str, str]] = []
@@ -135,10 +134,8 @@ def list_predict_folder(root: str | Path) -> SourceListing:
         root_path = _require_dir(root_path, key="data.predict_root")
         files = sorted(p for p in root_path.rglob("*") if p.is_file() and is_image_file(p))
     if not files:
-        raise ValueError(f"data.predict_root: no images (jpg/png/bmp/tif) found under {root_path}")
-    return SourceListing(
-        class_names=[], ids=[str(p) for p in files], labels=np.full(len(files), -1, dtype=np.int64)
-    )
+        raise UserInputError(f"data.predict_root: no images (jpg/png/bmp/tif) found under {root_path}")
+    return SourceListing(class_names=[], ids=[str(p) for p in files], labels=np.full(len(files), -1, dtype=np.int64))
 
 
 def synthetic_listing(n_per_class: int, size: int, seed: int) -> SourceListing:
@@ -146,7 +143,7 @@ def synthetic_listing(n_per_class: int, size: int, seed: int) -> SourceListing:
     from bloodcls.data.synthetic import SYNTHETIC_CLASSES, generate_dataset
 
     if n_per_class < 1:
-        raise ValueError(f"data.synthetic_per_class={n_per_class} must be >= 1")
+        raise UserInputError(f"data.synthetic_per_class={n_per_class} must be >= 1")
     images, labels = generate_dataset(n_per_class, size=size, seed=seed)
     counters: dict[int, int] = {}
     ids = []
@@ -166,7 +163,10 @@ def bloodmnist_listing(root: str | Path, size: int) -> SourceListing:
         stem = root_path.stem
         size = int(stem.split("_")[1]) if "_" in stem else 28
         root_path = root_path.parent
-    data = load_bloodmnist(root_path, size=size)
+    try:
+        data = load_bloodmnist(root_path, size=size)
+    except (FileNotFoundError, ValueError) as err:  # missing or malformed .npz: the user's to fix
+        raise UserInputError(f"data.root: {err}") from None
     return SourceListing(
         class_names=list(data.class_names),
         ids=list(data.ids),
@@ -184,7 +184,7 @@ def peek_class_names(root: str | None, source: SourceName) -> list[str]:
 
         return list(SYNTHETIC_CLASSES)
     if root is None:
-        raise ValueError(f"data.root is required for source '{kind}'")
+        raise UserInputError(f"data.root is required for source '{kind}'")
     if kind == "folder":
         root_path = _require_dir(root)
         return sorted(p.name for p in root_path.iterdir() if p.is_dir() and not p.name.startswith("."))

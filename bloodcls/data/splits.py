@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bloodcls.errors import MissingPathError, UserInputError
+
 TRAIN, UNLABELED, VAL, TEST, EXCLUDED = "train", "unlabeled", "val", "test", "excluded"
 SUBSETS: tuple[str, ...] = (TRAIN, UNLABELED, VAL, TEST, EXCLUDED)
 SPLIT_CSV_COLUMNS: tuple[str, ...] = ("path", "hash", "label", "subset")
@@ -36,9 +38,7 @@ class DedupeResult:
 
     @property
     def n_dropped(self) -> int:
-        return sum(len(g) - 1 for g in self.groups if g not in self.conflicts) + sum(
-            len(g) for g in self.conflicts
-        )
+        return sum(len(g) - 1 for g in self.groups if g not in self.conflicts) + sum(len(g) for g in self.conflicts)
 
 
 def deduplicate(hashes: Sequence[str], labels: Sequence[int]) -> DedupeResult:
@@ -47,7 +47,7 @@ def deduplicate(hashes: Sequence[str], labels: Sequence[int]) -> DedupeResult:
     A picture filed under two classes has no trustworthy label, so none of its copies is used.
     """
     if len(hashes) != len(labels):
-        raise ValueError(f"hashes ({len(hashes)}) and labels ({len(labels)}) differ in length")
+        raise UserInputError(f"hashes ({len(hashes)}) and labels ({len(labels)}) differ in length")
     by_hash: dict[str, list[int]] = defaultdict(list)
     for i, h in enumerate(hashes):
         by_hash[h].append(i)
@@ -68,9 +68,7 @@ def deduplicate(hashes: Sequence[str], labels: Sequence[int]) -> DedupeResult:
     return DedupeResult(keep=np.array(sorted(keep), dtype=np.int64), groups=groups, conflicts=conflicts)
 
 
-def _class_orders(
-    labels: np.ndarray, keys: Sequence[str] | None, seed: int
-) -> dict[int, np.ndarray]:
+def _class_orders(labels: np.ndarray, keys: Sequence[str] | None, seed: int) -> dict[int, np.ndarray]:
     """Per class: its sample indices, ordered by key and then shuffled with a (seed, class)-specific RNG."""
     orders: dict[int, np.ndarray] = {}
     for cls in np.unique(labels):
@@ -84,7 +82,7 @@ def _class_orders(
 
 def _check_fraction(name: str, value: float) -> None:
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}={value} must be in [0, 1)")
+        raise UserInputError(f"{name}={value} must be in [0, 1)")
 
 
 def _count_for(n: int, fraction: float, reserve: int) -> int:
@@ -107,7 +105,7 @@ def stratified_split(
     _check_fraction("val_fraction", val_fraction)
     _check_fraction("test_fraction", test_fraction)
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
+        raise UserInputError(
             f"val_fraction + test_fraction = {val_fraction + test_fraction:g} must be < 1 "
             "(something has to be left for training)"
         )
@@ -132,18 +130,17 @@ def kfold_split(
 ) -> np.ndarray:
     """Stratified k-fold: fold ``fold`` is the test subset; ``val_fraction`` of each class comes from the rest."""
     if n_folds < 2:
-        raise ValueError(f"n_folds={n_folds} must be >= 2")
+        raise UserInputError(f"n_folds={n_folds} must be >= 2")
     if not 0 <= fold < n_folds:
-        raise ValueError(f"fold={fold} must be in [0, {n_folds - 1}] for n_folds={n_folds}")
+        raise UserInputError(f"fold={fold} must be in [0, {n_folds - 1}] for n_folds={n_folds}")
     _check_fraction("val_fraction", val_fraction)
     labels_arr = np.asarray(labels, dtype=np.int64)
     subsets = np.full(len(labels_arr), TRAIN, dtype=object)
     for cls, order in _class_orders(labels_arr, keys, seed).items():
         if len(order) < n_folds:
             name = class_names[cls] if class_names is not None else str(cls)
-            raise ValueError(
-                f"class '{name}' has {len(order)} images, fewer than n_folds={n_folds}; "
-                "use fewer folds or add images"
+            raise UserInputError(
+                f"class '{name}' has {len(order)} images, fewer than n_folds={n_folds}; use fewer folds or add images"
             )
         folds = np.arange(len(order)) % n_folds  # round-robin over a shuffled class = stratified folds
         test_idx = order[folds == fold]
@@ -168,14 +165,14 @@ def labeled_budget(
     Exactly one of ``labels_per_class`` / ``labeled_fraction`` may be given; with neither, all stay labeled.
     """
     if labels_per_class is not None and labeled_fraction is not None:
-        raise ValueError("give labels_per_class or labeled_fraction, not both")
+        raise UserInputError("give labels_per_class or labeled_fraction, not both")
     out = np.array(subsets, dtype=object, copy=True)
     if labels_per_class is None and labeled_fraction is None:
         return out
     if labels_per_class is not None and labels_per_class < 1:
-        raise ValueError(f"labels_per_class={labels_per_class} must be >= 1")
+        raise UserInputError(f"labels_per_class={labels_per_class} must be >= 1")
     if labeled_fraction is not None and not 0.0 < labeled_fraction <= 1.0:
-        raise ValueError(f"labeled_fraction={labeled_fraction} must be in (0, 1]")
+        raise UserInputError(f"labeled_fraction={labeled_fraction} must be in (0, 1]")
     labels_arr = np.asarray(labels, dtype=np.int64)
     train_mask = out == TRAIN
     train_idx = np.flatnonzero(train_mask)
@@ -186,7 +183,7 @@ def labeled_budget(
         if labels_per_class is not None:
             if labels_per_class > n:
                 name = class_names[cls] if class_names is not None else str(cls)
-                raise ValueError(
+                raise UserInputError(
                     f"labels_per_class={labels_per_class} is larger than class '{name}', which has only "
                     f"{n} images in the training split"
                 )
@@ -239,15 +236,15 @@ def read_split_csv(path: str | Path) -> list[SplitRow]:
     """Read split.csv, checking the header and the subset names."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"split file {path} does not exist")
+        raise MissingPathError(f"split file {path} does not exist")
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or tuple(header) != SPLIT_CSV_COLUMNS:
-            raise ValueError(f"{path}: expected header {','.join(SPLIT_CSV_COLUMNS)}, got {header}")
+            raise UserInputError(f"{path}: expected header {','.join(SPLIT_CSV_COLUMNS)}, got {header}")
         rows = []
         for line_no, row in enumerate(reader, start=2):
             if len(row) != 4 or row[3] not in SUBSETS:
-                raise ValueError(f"{path}:{line_no}: expected path,hash,label,subset with subset in {SUBSETS}")
+                raise UserInputError(f"{path}:{line_no}: expected path,hash,label,subset with subset in {SUBSETS}")
             rows.append(SplitRow(*row))
     return rows

@@ -6,12 +6,15 @@ strategy, which is cheaper than shipping float tensors through the loader worker
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
+
+from bloodcls.errors import UserInputError
 
 # A name of a preset, or a list whose items are preset names or {"name": <albumentations class>, **kwargs}.
 TransformSpec = str | list[str | dict[str, Any]]
@@ -47,7 +50,10 @@ def _photometric(image_size: int) -> list[A.BasicTransform]:
         A.GaussianBlur(blur_limit=(3, 5), p=0.2),
         A.CLAHE(clip_limit=2.0, tile_grid_size=(4, 4), p=0.2),
         A.CoarseDropout(
-            num_holes_range=(1, 3), hole_height_range=(hole, 2 * hole), hole_width_range=(hole, 2 * hole), p=0.3
+            num_holes_range=(1, 3),
+            hole_height_range=(hole, 2 * hole),
+            hole_width_range=(hole, 2 * hole),
+            p=0.3,
         ),
     ]
 
@@ -62,19 +68,26 @@ PRESETS: dict[str, Callable[[int], list[A.BasicTransform]]] = {
 def _build_item(item: str | dict[str, Any], image_size: int) -> list[A.BasicTransform]:
     if isinstance(item, str):
         if item not in PRESETS:
-            raise ValueError(f"unknown transform preset '{item}', expected one of {sorted(PRESETS)}")
+            raise UserInputError(f"unknown transform preset '{item}', expected one of {sorted(PRESETS)}")
         return PRESETS[item](image_size)
     if not isinstance(item, dict) or "name" not in item:
-        raise ValueError(f"transform entry {item!r} must be a preset name or a mapping with a 'name' key")
+        raise UserInputError(f"transform entry {item!r} must be a preset name or a mapping with a 'name' key")
     kwargs = {k: v for k, v in item.items() if k != "name"}
     name = str(item["name"])
     cls = getattr(A, name, None)
     if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
-        raise ValueError(f"transform '{name}' is not an albumentations transform")
+        raise UserInputError(f"transform '{name}' is not an albumentations transform")
     try:
-        return [cls(**kwargs)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            transform = cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"transform '{name}' with arguments {kwargs}: {err}") from None
+        raise UserInputError(f"transform '{name}' with arguments {kwargs}: {err}") from None
+    # albumentations only warns about unknown arguments; a typo in a config must not be silently ignored.
+    for warning in caught:
+        if "not valid" in str(warning.message):
+            raise UserInputError(f"transform '{name}': {warning.message}")
+    return [transform]
 
 
 def build_transform(spec: TransformSpec, image_size: int) -> A.Compose:

@@ -79,7 +79,9 @@ class TestReport(Callback):
             extra["data"]["n_duplicate_groups"] = len(report["duplicate_groups"])
             extra["data"]["n_label_conflicts"] = len(report["label_conflicts"])
         out_dir = Path(self.output_dir) if self.output_dir else run_dir(trainer)
-        metrics = write_report(out_dir, probs.numpy(), labels.numpy(), _class_names(trainer, pl_module), paths=paths, extra=extra)
+        metrics = write_report(
+            out_dir, probs.numpy(), labels.numpy(), _class_names(trainer, pl_module), paths=paths, extra=extra
+        )
         self.last_metrics = metrics
         if self.print_table:
             print_report(metrics, title=f"Test report ({len(labels)} images)")
@@ -126,7 +128,9 @@ class PredictionsCSV(BasePredictionWriter):
                 seen.add(row)
                 k = int(p.argmax())
                 writer.writerow([ids[row], names[k], f"{float(p[k]):.6f}", *[f"{float(v):.6f}" for v in p]])
-        skipped = datamodule.predict_skipped() if datamodule is not None and hasattr(datamodule, "predict_skipped") else []
+        skipped = (
+            datamodule.predict_skipped() if datamodule is not None and hasattr(datamodule, "predict_skipped") else []
+        )
         if skipped:
             with path.with_name("predictions_skipped.csv").open("w", newline="") as fh:
                 writer = csv.writer(fh)

@@ -11,6 +11,7 @@ import timm
 from torch import nn
 
 import bloodcls.models.small_cnn  # noqa: F401  (registers bloodcls_* models into timm)
+from bloodcls.errors import MissingPathError, UserInputError
 
 
 def available_backbones(pattern: str = "*") -> list[str]:
@@ -22,7 +23,7 @@ def _check_name(name: str) -> None:
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `timm.list_models()`"
-    raise ValueError(f"model.backbone: unknown backbone '{name}'{hint}")
+    raise UserInputError(f"model.backbone: unknown backbone '{name}'{hint}")
 
 
 def _weights_overlay(weights: str) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def _weights_overlay(weights: str) -> dict[str, Any]:
         return {"url": weights, "hf_hub_id": None, "file": None, "source": ""}
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"model.pretrained_weights: {path} does not exist")
+        raise MissingPathError(f"model.pretrained_weights: {path} does not exist")
     return {"file": str(path), "source": ""}
 
 
@@ -54,7 +55,7 @@ def create_backbone(
     """
     _check_name(name)
     if num_classes < 2:
-        raise ValueError(f"model.num_classes={num_classes}: a classifier needs at least 2 classes")
+        raise UserInputError(f"model.num_classes={num_classes}: a classifier needs at least 2 classes")
     create_kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
     if drop_rate:
         create_kwargs["drop_rate"] = drop_rate
@@ -67,7 +68,7 @@ def create_backbone(
         if not pretrained:
             raise
         source = pretrained_weights or "the model hub"
-        raise RuntimeError(
+        raise UserInputError(
             f"model.pretrained: could not load weights for '{name}' from {source} ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). Offline? Download the weights elsewhere and "
             "pass model.pretrained_weights=/path/to/weights"

@@ -9,11 +9,11 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bloodcls.data.sampling import ClassWeighting, class_weights
+from bloodcls.errors import UserInputError
 from bloodcls.models import create_backbone
 from bloodcls.strategies.losses import classification_loss, warmup_cosine
 
@@ -82,13 +82,17 @@ class Classifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"model.class_names has {len(class_names)} names but model.num_classes={num_classes}")
+            raise UserInputError(f"model.class_names has {len(class_names)} names but model.num_classes={num_classes}")
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"model.label_smoothing={label_smoothing} must be in [0, 1)")
+            raise UserInputError(f"model.label_smoothing={label_smoothing} must be in [0, 1)")
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.net = create_backbone(
-            backbone, num_classes, pretrained=pretrained, pretrained_weights=pretrained_weights, drop_rate=drop_rate
+            backbone,
+            num_classes,
+            pretrained=pretrained,
+            pretrained_weights=pretrained_weights,
+            drop_rate=drop_rate,
         )
         cfg = getattr(self.net, "pretrained_cfg", {}) or {}
         mean = normalize_mean or cfg.get("mean", (0.485, 0.456, 0.406))

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from bloodcls.errors import UserInputError
+
 
 def focal_loss(
     logits: torch.Tensor,
@@ -15,26 +17,23 @@ def focal_loss(
     weight: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Multi-class focal loss (Lin et al. 2017): mean over the batch of -w_y (1 - p_y)^gamma log p_y.
+    """Multi-class focal loss (Lin et al. 2017): the per-sample cross-entropy scaled by (1 - p_y)^gamma.
 
-    With label smoothing the focusing term multiplies the smoothed cross-entropy of each sample.
-    ``weight`` is normalised like ``F.cross_entropy``: the mean divides by the summed weights of the targets.
+    Class weights and label smoothing follow ``F.cross_entropy`` exactly (so gamma=0 reproduces it): the
+    smoothing term weights each class's log-probability by that class's weight, and the batch mean divides by
+    the summed weights of the targets.
     """
     log_probs = F.log_softmax(logits, dim=-1)  # (B, K)
     log_p_true = log_probs.gather(1, target[:, None]).squeeze(1)  # (B,)
     num_classes = logits.shape[-1]
+    w = torch.ones(num_classes, dtype=log_probs.dtype, device=logits.device) if weight is None else weight
+    nll = -w[target] * log_p_true  # (B,)
+    per_sample = nll
     if label_smoothing > 0:
-        smooth = torch.full_like(log_probs, label_smoothing / num_classes)
-        smooth.scatter_(1, target[:, None], 1.0 - label_smoothing + label_smoothing / num_classes)
-        ce = -(smooth * log_probs).sum(dim=1)
-    else:
-        ce = -log_p_true
+        smooth = -(log_probs * w).sum(dim=1) / num_classes  # (B,)
+        per_sample = (1.0 - label_smoothing) * nll + label_smoothing * smooth
     focus = (1.0 - log_p_true.exp()).clamp(min=0.0).pow(gamma)
-    per_sample = focus * ce
-    if weight is None:
-        return per_sample.mean()
-    w = weight[target]
-    return (w * per_sample).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+    return (focus * per_sample).sum() / w[target].sum().clamp(min=torch.finfo(w.dtype).tiny)
 
 
 def classification_loss(
@@ -50,7 +49,7 @@ def classification_loss(
         return F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
     if kind == "focal":
         return focal_loss(logits, target, focal_gamma, weight, label_smoothing)
-    raise ValueError(f"model.loss: unknown loss '{kind}', expected ce|focal")
+    raise UserInputError(f"model.loss: unknown loss '{kind}', expected ce|focal")
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0, min_factor: float = 0.0) -> float:

@@ -297,9 +297,7 @@ def test_bloodmnist_by_name_then_load(
     assert ds.ids[0] == f"bloodmnist_{size}/train/0" and ds.ids[-1] == f"bloodmnist_{size}/test/2"
 
 
-def test_bloodmnist_bad_md5_from_server(
-    server: Server, fake_bloodmnist: dict[int, bytes], tmp_path: Path
-) -> None:
+def test_bloodmnist_bad_md5_from_server(server: Server, fake_bloodmnist: dict[int, bytes], tmp_path: Path) -> None:
     (server.root / "bloodmnist.npz").write_bytes(b"tampered")
     with pytest.raises(DownloadError, match="md5 expected"):
         download("bloodmnist", tmp_path / "dest")
@@ -315,9 +313,7 @@ def test_bloodmnist_unsupported_size(tmp_path: Path, size: int) -> None:
 # --- download_main -----------------------------------------------------------------------------------
 
 
-def test_main_success_prints_one_line(
-    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_main_success_prints_one_line(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = server.publish("payload.bin", PAYLOAD)
     download_main([url, "--dest", str(tmp_path), "--sha256", sha256_of(PAYLOAD)])
     out = capsys.readouterr().out

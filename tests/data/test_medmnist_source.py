@@ -21,9 +21,7 @@ CLASS_NAMES = [
 ]
 
 
-def write_npz(
-    path: Path, size: int = 28, counts: tuple[int, int, int] = (6, 2, 3), gray: bool = False
-) -> None:
+def write_npz(path: Path, size: int = 28, counts: tuple[int, int, int] = (6, 2, 3), gray: bool = False) -> None:
     rng = np.random.default_rng(1)
     arrays: dict[str, np.ndarray] = {}
     for split, n in zip(("train", "val", "test"), counts, strict=True):

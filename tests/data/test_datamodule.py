@@ -1,0 +1,140 @@
+"""BloodCellDataModule: splits, loaders, samplers, SMOTE, dedupe, split persistence."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bloodcls.data import BloodCellDataModule
+from bloodcls.data import splits as S
+
+
+def _dm(**kwargs: object) -> BloodCellDataModule:
+    defaults: dict[str, object] = {"image_size": 32, "batch_size": 8, "num_workers": 0, "cache": "memory"}
+    return BloodCellDataModule(**{**defaults, **kwargs})  # type: ignore[arg-type]
+
+
+def test_synthetic_subsets_are_disjoint_and_stratified() -> None:
+    dm = _dm(synthetic_per_class=20)
+    dm.setup("fit")
+    assert dm.num_classes == 5 and dm.class_names[0] == "basophil"
+    counts = S.subset_counts(dm.data.listing.labels, dm.subsets, 5)
+    assert counts["test"] == [3] * 5 and counts["val"] == [3] * 5 and counts["train"] == [14] * 5
+    hashes = {s: {dm.data.hashes[i] for i in dm.rows_of(s)} for s in ("train", "val", "test")}
+    assert not (hashes["train"] & hashes["test"]) and not (hashes["val"] & hashes["test"])
+
+
+def test_batches_are_named_uint8_dicts() -> None:
+    dm = _dm(synthetic_per_class=10)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"image", "label", "index"}
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (8, 3, 32, 32)
+    assert batch["label"].dtype == torch.int64
+    labels = dm.data.listing.labels[batch["index"].numpy()]
+    np.testing.assert_array_equal(labels, batch["label"].numpy())
+
+
+def test_labels_per_class_makes_unlabeled_pool() -> None:
+    dm = _dm(synthetic_per_class=20, labels_per_class=4)
+    dm.setup("fit")
+    labels = dm.data.listing.labels
+    assert Counter(labels[dm.rows_of("train")].tolist()) == {c: 4 for c in range(5)}
+    assert len(dm.rows_of("unlabeled")) == 5 * 10
+    assert dm.train_class_counts().tolist() == [4] * 5
+
+
+def test_balanced_sampler_and_smote_on_imbalanced_folder(tmp_path: Path, image_folder: Path) -> None:
+    root = tmp_path / "imbalanced"
+    shutil.copytree(image_folder, root)
+    for p in sorted((root / "basophil").glob("*.png"))[6:]:
+        p.unlink()  # basophil: 6 images, the others 24
+    dm = _dm(root=str(root), sampler="balanced", val_fraction=0.2, test_fraction=0.2)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert Counter(batch["label"].tolist())[0] >= 1  # the minority class shows up in the first batch
+    smote = _dm(root=str(root), smote=True, val_fraction=0.2, test_fraction=0.2)
+    smote.setup("fit")
+    counts = smote.train_class_counts()
+    assert counts[0] == counts.max()  # SMOTE filled basophils up to the majority count
+    assert len(smote.train_dataset()) == counts.sum()
+    # Synthetic images never reach val/test.
+    assert len(smote.rows_of("test")) == len(dm.rows_of("test"))
+
+
+def test_duplicates_and_label_conflicts_are_dropped_and_reported(tmp_path: Path, image_folder: Path) -> None:
+    root = tmp_path / "dups"
+    shutil.copytree(image_folder, root)
+    src = root / "monocyte" / "monocyte_0000.png"
+    shutil.copy(src, root / "monocyte" / "copy_same_class.png")
+    conflict = root / "lymphocyte" / "lymphocyte_0000.png"
+    shutil.copy(conflict, root / "neutrophil" / "filed_twice.png")
+    dm = _dm(root=str(root))
+    dm.setup("fit")
+    report = dm.data_report()
+    assert len(report["duplicate_groups"]) == 2 and len(report["label_conflicts"]) == 1
+    assert report["n_listed"] == 5 * 24 + 2 and report["n_usable"] == 5 * 24 - 1
+    conflict_rows = [
+        i for i, p in enumerate(dm.data.listing.ids) if p.endswith(("lymphocyte_0000.png", "filed_twice.png"))
+    ]
+    assert all(dm.subsets[i] == S.EXCLUDED for i in conflict_rows)
+
+
+def test_split_is_restored_from_checkpoint_state_and_split_file(tmp_path: Path) -> None:
+    dm = _dm(synthetic_per_class=12)
+    dm.setup("fit")
+    state = dm.state_dict()
+    dm.write_split(tmp_path)
+    # A different seed would make a different split, but the saved one wins.
+    other = _dm(synthetic_per_class=12, split_seed=99)
+    other.setup("test")
+    other.load_state_dict(state)
+    np.testing.assert_array_equal(other.subsets, dm.subsets)
+    from_file = _dm(synthetic_per_class=12, split_seed=99, split_file=str(tmp_path / "split.csv"))
+    from_file.setup("test")
+    np.testing.assert_array_equal(from_file.subsets, dm.subsets)
+    assert json.loads((tmp_path / "data_report.json").read_text())["n_usable"] == 60
+
+
+def test_kfold_test_folds_cover_dataset() -> None:
+    test_rows = []
+    for fold in range(3):
+        dm = _dm(synthetic_per_class=9, n_folds=3, fold=fold)
+        dm.setup("fit")
+        test_rows.append(set(dm.rows_of("test").tolist()))
+    assert set().union(*test_rows) == set(range(45)) and sum(map(len, test_rows)) == 45
+
+
+def test_csv_manifest_source(tmp_path: Path, image_folder: Path) -> None:
+    rows = ["path,label"]
+    for p in sorted(image_folder.rglob("*.png")):
+        rows.append(f"{p.relative_to(image_folder)},{p.parent.name}")
+    rows.append("missing/file.png,monocyte")
+    (image_folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    dm = _dm(root=str(image_folder / "manifest.csv"))
+    dm.setup("fit")
+    assert dm.class_names == ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
+    assert dm.data_report()["n_usable"] == 120
+    assert any("file not found" in s["reason"] for s in dm.data_report()["skipped"])
+    (image_folder / "manifest.csv").unlink()
+
+
+def test_predict_folder_loader(tmp_path: Path, image_folder: Path) -> None:
+    dm = _dm(predict_root=str(image_folder / "monocyte"))
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["image"].shape[1:] == (3, 32, 32)
+    assert len(dm.predict_paths()) == 24
+
+
+def test_disk_cache_mode_with_workers(image_folder: Path, tmp_path: Path) -> None:
+    dm = _dm(root=str(image_folder), cache="disk", cache_dir=str(tmp_path), num_workers=2)
+    dm.setup("fit")
+    assert dm.data.cache_file is not None and Path(dm.data.cache_file).exists()
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].dtype == torch.uint8

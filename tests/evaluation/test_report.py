@@ -1,0 +1,117 @@
+"""Tests for bloodcls.evaluation.report: files written by write_report and the rich console table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from rich.console import Console
+
+from bloodcls.evaluation.metrics import classification_metrics
+from bloodcls.evaluation.report import PER_CLASS_FIELDS, print_report, write_report
+
+NAMES = ["basophil", "eosinophil", "erythroblast", "lymphocyte"]
+N = 40
+
+
+@pytest.fixture(scope="module")
+def case() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    targets = np.concatenate([np.arange(len(NAMES)), rng.integers(0, len(NAMES), N - len(NAMES))])
+    logits = rng.normal(0.0, 1.0, (N, len(NAMES)))
+    logits[np.arange(N), targets] += 2.0
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probs, targets
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory, case: tuple[np.ndarray, np.ndarray]) -> Path:
+    # Rendering three figures is the slow part (~1 s), so every file check shares one report.
+    probs, targets = case
+    out = tmp_path_factory.mktemp("report") / "nested" / "test"
+    extra = {"checkpoint": Path("runs/a/best.ckpt"), "skipped": ["bad.png"]}
+    returned = write_report(out, probs, targets, NAMES, paths=[f"img/{i}.jpg" for i in range(N)], extra=extra)
+    (out / "_returned.json").write_text(json.dumps(returned, default=str))
+    return out
+
+
+def test_all_files_are_written(report_dir: Path) -> None:
+    for name in ("metrics.json", "per_class.csv", "confusion_matrix.png", "roc.png", "calibration.png"):
+        assert (report_dir / name).stat().st_size > 0, name
+    for name in ("confusion_matrix.png", "roc.png", "calibration.png"):
+        image = imread(report_dir / name)  # a real, decodable PNG
+        assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
+
+
+def test_metrics_json_matches_classification_metrics(report_dir: Path, case: tuple[np.ndarray, np.ndarray]) -> None:
+    probs, targets = case
+    written = json.loads((report_dir / "metrics.json").read_text())
+    run = written.pop("run")
+    assert run == {"checkpoint": "runs/a/best.ckpt", "skipped": ["bad.png"]}
+    assert written == classification_metrics(probs, targets, NAMES)  # floats round-trip JSON exactly
+    returned = json.loads((report_dir / "_returned.json").read_text())
+    assert returned == {**written, "run": run}
+
+
+def test_per_class_csv(report_dir: Path) -> None:
+    with (report_dir / "per_class.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames or ()) == PER_CLASS_FIELDS
+    assert [r["class"] for r in rows] == NAMES
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    for row, ref in zip(rows, metrics["per_class"], strict=True):
+        assert int(row["support"]) == ref["support"]
+        assert float(row["f1"]) == pytest.approx(ref["f1"])
+        assert float(row["auroc"]) == pytest.approx(ref["auroc"])
+
+
+def test_predictions_csv(report_dir: Path, case: tuple[np.ndarray, np.ndarray]) -> None:
+    probs, targets = case
+    with (report_dir / "test_predictions.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == N
+    assert list(rows[0]) == ["path", "label", "pred", "confidence", *(f"prob_{c}" for c in NAMES)]
+    for i in (0, N - 1):
+        assert rows[i]["path"] == f"img/{i}.jpg"
+        assert rows[i]["label"] == NAMES[targets[i]]
+        assert rows[i]["pred"] == NAMES[probs[i].argmax()]
+        assert float(rows[i]["confidence"]) == pytest.approx(probs[i].max(), abs=1e-6)
+        assert [float(rows[i][f"prob_{c}"]) for c in NAMES] == pytest.approx(probs[i], abs=1e-6)
+
+
+def test_paths_are_checked_before_anything_is_written(tmp_path: Path, case: tuple[np.ndarray, np.ndarray]) -> None:
+    probs, targets = case
+    with pytest.raises(ValueError, match="paths has 3 entries"):
+        write_report(tmp_path / "out", probs, targets, NAMES, paths=["a", "b", "c"])
+    assert not (tmp_path / "out").exists()
+
+
+def _render(metrics: dict[str, Any]) -> str:
+    console = Console(record=True, width=120)
+    print_report(metrics, console=console)
+    return console.export_text()
+
+
+def test_print_report_shows_headline_and_classes(report_dir: Path) -> None:
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    text = _render(metrics)
+    assert "Test report" in text
+    assert f"{100 * metrics['acc']:.2f}%" in text
+    assert f"{100 * metrics['balanced_acc']:.2f}%" in text
+    assert f"{100 * metrics['macro_f1']:.2f}%" in text
+    for name in NAMES:
+        assert name in text
+    row = metrics["per_class"][1]
+    assert f"{100 * row['specificity']:.2f}%" in text
+
+
+def test_print_report_handles_undefined_auroc() -> None:
+    probs = np.array([[0.9, 0.1], [0.8, 0.2]])
+    text = _render(classification_metrics(probs, np.array([0, 0]), ["alpha", "beta"]))
+    assert "n/a" in text and "alpha" in text and "100.00%" in text
