@@ -12,6 +12,9 @@ from conftest import REPO, run_cli
 from bloodcls.cli import BloodCLI, main
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+# Full configs name a strategy and a datamodule; the others are fragments composed after a full one.
+FULL = [c for c in CONFIGS if "class_path: bloodcls.strategies" in c.read_text()]
+BASE = REPO / "configs" / "quickstart.yaml"
 
 
 def test_help_lists_all_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -30,8 +33,9 @@ def test_main_returns_none_and_unknown_command_exits_2(capsys: pytest.CaptureFix
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(REPO)) for c in CONFIGS])
 def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    configs = ["--config", str(config)] if config in FULL else ["--config", str(BASE), "--config", str(config)]
     with pytest.raises(SystemExit) as exc:
-        BloodCLI(args=["fit", "--config", str(config), "--print_config"])
+        BloodCLI(args=["fit", *configs, "--print_config"])
     assert exc.value.code == 0
     printed = capsys.readouterr().out
     assert "class_path: bloodcls.strategies" in printed and "class_path: bloodcls.data" in printed
@@ -124,3 +128,10 @@ def test_quickstart_fit_test_predict(tmp_path: Path) -> None:
     assert abs(sum(float(rows[0][k]) for k in rows[0] if k.startswith("prob_")) - 1.0) < 1e-4
     skipped = list(csv.DictReader((run_dir / "predict" / "predictions_skipped.csv").open()))
     assert [Path(r["path"]).name for r in skipped] == ["notes.jpg"]
+
+
+def test_download_is_dispatched_from_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["download", "no-such-dataset", "--dest", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "bloodcls download: error: unknown dataset 'no-such-dataset'" in capsys.readouterr().err

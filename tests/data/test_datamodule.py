@@ -138,3 +138,19 @@ def test_disk_cache_mode_with_workers(image_folder: Path, tmp_path: Path) -> Non
     assert dm.data.cache_file is not None and Path(dm.data.cache_file).exists()
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].dtype == torch.uint8
+
+
+def test_bloodmnist_source_keeps_official_split(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 48), ("val", 16), ("test", 16)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, size=(n, 28, 28, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n, dtype=np.uint8) % 8).reshape(n, 1)
+    np.savez_compressed(tmp_path / "bloodmnist.npz", **arrays)
+    dm = _dm(root=str(tmp_path), labels_per_class=2)
+    dm.setup("fit")
+    assert dm.num_classes == 8 and dm.class_names[3] == "ig"
+    assert len(dm.rows_of("test")) == 16 and len(dm.rows_of("val")) == 16
+    assert len(dm.rows_of("train")) == 16 and len(dm.rows_of("unlabeled")) == 32
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape[1:] == (3, 32, 32)  # resized from 28 px to the training resolution
