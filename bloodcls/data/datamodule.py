@@ -12,8 +12,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Sampler
+from lightning.pytorch.utilities import CombinedLoader, rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from bloodcls.data import splits as S
 from bloodcls.data.cache import CacheMode, decode_files, hash_arrays, resize_arrays
@@ -56,6 +56,16 @@ class LoadedData:
     cache_file: str | None = None
 
 
+@dataclass
+class PseudoLabels:
+    """Accepted pseudo-labels for a self-training round, addressed by position in the unlabeled pool."""
+
+    positions: np.ndarray  # (M,) int64 positions in ``unlabeled_pool()``
+    labels: np.ndarray  # (M,) int64
+    weights: np.ndarray  # (M,) float32 per-sample loss weights
+    labeled_ratio: float = 0.5  # share of each batch drawn from the labeled set
+
+
 class BloodCellDataModule(L.LightningDataModule):
     """Labeled / unlabeled / val / test / predict loaders over a blood-cell image source.
 
@@ -80,6 +90,11 @@ class BloodCellDataModule(L.LightningDataModule):
         bloodmnist_size: which BloodMNIST resolution to read (28, 64, 128, 224).
         use_official_split: for BloodMNIST, keep its published train/val/test split.
         predict_root: folder (or file) of images for ``bloodcls predict``; default is the test split.
+        unlabeled_root: a folder of extra unlabeled images added to the unlabeled pool.
+        unlabeled_batch_size: unlabeled images per step for semi-supervised strategies (default:
+            ``batch_size`` times the strategy's ``unlabeled_ratio``, e.g. FixMatch's mu).
+        steps_per_epoch: fixed optimisation steps per epoch (samplers draw with replacement); recommended for
+            semi-supervised runs, where a 10-labels-per-class set would otherwise make one-step epochs.
     """
 
     def __init__(
@@ -111,6 +126,9 @@ class BloodCellDataModule(L.LightningDataModule):
         bloodmnist_size: int = 28,
         use_official_split: bool = True,
         predict_root: str | None = None,
+        unlabeled_root: str | None = None,
+        unlabeled_batch_size: int | None = None,
+        steps_per_epoch: int | None = None,
         decode_workers: int | None = None,
     ) -> None:
         super().__init__()
@@ -137,6 +155,8 @@ class BloodCellDataModule(L.LightningDataModule):
         self._subsets: np.ndarray | None = None
         self._restored_split: dict[str, list[str]] | None = None
         self._predict: tuple[SourceListing, np.ndarray, list[tuple[str, str]]] | None = None
+        self._extra_unlabeled: tuple[SourceListing, np.ndarray, np.ndarray] | None = None
+        self._pseudo: PseudoLabels | None = None
         self._run_files_written = False
 
     # ------------------------------------------------------------------ classes
@@ -333,12 +353,156 @@ class BloodCellDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def _views(self, specs: dict[str, str | None] | None) -> dict[str, Any]:
+        """Views a strategy asks for: preset names, or None for the configured ``train_transform``."""
+        if specs is None:
+            return self.train_views
+        return {
+            key: self.train_views["image"] if spec is None else build_transform(spec, self.image_size)
+            for key, spec in specs.items()
+        }
+
+    def _epoch_sampler(self, labels: np.ndarray, batch_size: int, sampler: str) -> Sampler[int] | None:
+        """The configured sampler; with ``steps_per_epoch`` every sampler draws exactly steps x batch indices."""
+        steps = self.hparams.steps_per_epoch
+        seed = int(self.hparams.split_seed)
+        if steps is None:
+            return (
+                self._train_sampler(labels)
+                if sampler == self.sampler
+                else _named_sampler(labels, sampler, self.num_classes, seed)
+            )
+        n = int(steps) * batch_size
+        if sampler == "balanced":
+            return BalancedClassSampler(labels, num_samples=n, seed=seed)
+        if sampler == "weighted":
+            s = weighted_sampler(labels, self.num_classes, self.hparams.sampler_power, seed)
+            s.num_samples = n
+            return s
+        return RandomSampler(
+            range(len(labels)), replacement=True, num_samples=n, generator=torch.Generator().manual_seed(seed)
+        )
+
+    def _model_hook(self, name: str, default: Any) -> Any:
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        hook = getattr(model, name, None)
+        return hook() if callable(hook) else default
+
+    def train_dataloader(self) -> Any:
         self._write_run_files()
-        dataset = self.train_dataset()
-        if len(dataset) == 0:
+        labeled = self.train_dataset()
+        labeled.views = self._views(self._model_hook("labeled_views", None))
+        if len(labeled) == 0:
             raise UserInputError("the training split is empty; check data.val_fraction / data.test_fraction")
-        return self._loader(dataset, self.batch_size, True, self._train_sampler(dataset.labels))
+        if self._pseudo is not None:
+            return self._pseudo_round_loaders(labeled)
+        unlabeled_views = self._model_hook("unlabeled_views", None)
+        labeled_loader = self._loader(
+            labeled, self.batch_size, True, self._epoch_sampler(labeled.labels, self.batch_size, self.sampler)
+        )
+        if unlabeled_views is None:
+            return labeled_loader
+        pool = self.unlabeled_dataset(self._views(unlabeled_views))
+        if len(pool) == 0:
+            raise UserInputError(
+                "this strategy needs unlabeled images: set data.labels_per_class / data.labeled_fraction, or "
+                "data.unlabeled_root"
+            )
+        ratio = float(self._model_hook("unlabeled_ratio", 1.0))
+        batch = self.hparams.unlabeled_batch_size or max(1, int(round(self.batch_size * ratio)))
+        unlabeled_loader = self._loader(
+            pool, batch, True, self._epoch_sampler(np.zeros(len(pool), np.int64), batch, "none")
+        )
+        return CombinedLoader({"labeled": labeled_loader, "unlabeled": unlabeled_loader}, mode="max_size_cycle")
+
+    def _pseudo_round_loaders(self, labeled: ImageArrayDataset) -> CombinedLoader:
+        """Self-training round: each batch holds ``labeled_ratio`` labeled and the rest pseudo-labeled images,
+        the latter drawn with the balanced sampler over pseudo-label classes (accepted labels are imbalanced)."""
+        pseudo = self._pseudo
+        assert pseudo is not None
+        n_labeled = min(self.batch_size - 1, max(1, int(round(self.batch_size * pseudo.labeled_ratio))))
+        n_pseudo = self.batch_size - n_labeled
+        pool = self.unlabeled_dataset(self.train_views)
+        images = IndexedArrayView(pool.images, pseudo.positions)  # type: ignore[arg-type]
+        dataset = ImageArrayDataset(
+            images,  # type: ignore[arg-type]
+            pool.labels[pseudo.positions],
+            pool.rows[pseudo.positions],
+            self.train_views,
+            label_key="true_label",
+            extras={"pseudo_label": pseudo.labels, "weight": pseudo.weights.astype(np.float32)},
+        )
+        steps = self.hparams.steps_per_epoch
+        n = (int(steps) if steps else max(1, len(dataset) // n_pseudo)) * n_pseudo
+        pseudo_sampler = BalancedClassSampler(pseudo.labels, num_samples=n, seed=int(self.hparams.split_seed))
+        labeled_sampler = self._epoch_sampler(labeled.labels, n_labeled, self.sampler)
+        return CombinedLoader(
+            {
+                "labeled": self._loader(labeled, n_labeled, True, labeled_sampler),
+                "unlabeled": self._loader(dataset, n_pseudo, True, pseudo_sampler),
+            },
+            mode="max_size_cycle",
+        )
+
+    # ------------------------------------------------------------------ unlabeled pool
+    def _load_extra_unlabeled(self) -> tuple[SourceListing, np.ndarray, np.ndarray]:
+        if self._extra_unlabeled is None:
+            listing = list_predict_folder(self.hparams.unlabeled_root)
+            decoded = decode_files(
+                listing.ids,
+                self.image_size,
+                mode=self.hparams.cache,
+                cache_dir=self.hparams.cache_dir,
+                max_pixels=self.hparams.max_image_pixels,
+                workers=self.hparams.decode_workers,
+            )
+            _warn_skipped([(listing.ids[i], r) for i, r in sorted(decoded.errors.items())])
+            self._extra_unlabeled = (listing, decoded.images, np.flatnonzero(decoded.ok))
+        return self._extra_unlabeled
+
+    def unlabeled_dataset(self, views: dict[str, Any] | None = None) -> ImageArrayDataset:
+        """The unlabeled pool: the ``unlabeled`` subset plus ``unlabeled_root`` images. Items carry
+        ``true_label`` (-1 when unknown; benchmark datasets know it -- it is logged, never trained on) and
+        ``pool_index``, the position self-training uses to address pseudo-labels."""
+        rows = self.rows_of(S.UNLABELED)
+        images: Any = IndexedArrayView(self.data.images, rows)
+        truth = self.data.listing.labels[rows]
+        index = rows
+        if self.hparams.unlabeled_root is not None:
+            _, extra_images, ok = self._load_extra_unlabeled()
+            images = ConcatArrays(images, np.asarray(extra_images)[ok])
+            truth = np.concatenate([truth, np.full(len(ok), -1, dtype=np.int64)])
+            index = np.concatenate([rows, np.full(len(ok), -1, dtype=np.int64)])
+        positions = np.arange(len(truth), dtype=np.int64)
+        return ImageArrayDataset(
+            images, truth, index, views or self.eval_views, label_key="true_label", extras={"pool_index": positions}
+        )
+
+    def labeled_dataset(self, views: dict[str, Any] | None = None) -> ImageArrayDataset:
+        """The labeled training images (no SMOTE), e.g. to embed them for label propagation."""
+        return self._dataset(S.TRAIN, views or self.eval_views)
+
+    def eval_loader(self, dataset: ImageArrayDataset) -> DataLoader:
+        """A deterministic loader over any dataset (no shuffling), for relabeling passes."""
+        return self._loader(dataset, self.eval_batch_size, False)
+
+    def set_pseudo_labels(
+        self, positions: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, labeled_ratio: float = 0.5
+    ) -> None:
+        """Install a self-training round's accepted pseudo-labels; the next train loader uses them."""
+        if not 0.0 < labeled_ratio < 1.0:
+            raise UserInputError(f"labeled_ratio={labeled_ratio} must be in (0, 1)")
+        positions = np.asarray(positions, dtype=np.int64)
+        weights = np.ones(len(positions), np.float32) if weights is None else np.asarray(weights, np.float32)
+        self._pseudo = (
+            None
+            if len(positions) == 0
+            else PseudoLabels(positions, np.asarray(labels, np.int64), weights, labeled_ratio)
+        )
+
+    @property
+    def pseudo_labels(self) -> PseudoLabels | None:
+        return self._pseudo
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._dataset(S.VAL, self.eval_views), self.eval_batch_size, False)
@@ -455,6 +619,14 @@ class BloodCellDataModule(L.LightningDataModule):
             f"split written to {path}: "
             + ", ".join(f"{name} {sum(c)}" for name, c in counts.items() if name != S.EXCLUDED)
         )
+
+
+def _named_sampler(labels: np.ndarray, name: str, num_classes: int, seed: int) -> Sampler[int] | None:
+    if name == "balanced":
+        return BalancedClassSampler(labels, seed=seed)
+    if name == "weighted":
+        return weighted_sampler(labels, num_classes, 1.0, seed)
+    return None
 
 
 def _warn_skipped(skipped: list[tuple[str, str]], listed_in: str = "data_report.json") -> None:

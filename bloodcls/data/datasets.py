@@ -26,6 +26,8 @@ class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
         labels: np.ndarray,
         rows: np.ndarray,
         views: Mapping[str, A.Compose],
+        label_key: str = "label",
+        extras: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         if len(images) != len(labels) or len(rows) != len(labels):
             raise ValueError("images, labels and rows must have the same length")
@@ -33,6 +35,10 @@ class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.rows = np.asarray(rows, dtype=np.int64)
         self.views = dict(views)
+        # Unlabeled pools expose their (benchmark-only) truth as "true_label", so no strategy can train on it
+        # by accident through the "label" key.
+        self.label_key = label_key
+        self.extras = {k: np.asarray(v) for k, v in (extras or {}).items()}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -44,8 +50,10 @@ class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
             key: torch.from_numpy(apply_transform(pipeline, image)).permute(2, 0, 1)  # (3, H, W)
             for key, pipeline in self.views.items()
         }
-        item["label"] = torch.tensor(self.labels[i])
+        item[self.label_key] = torch.tensor(self.labels[i])
         item["index"] = torch.tensor(self.rows[i])
+        for key, values in self.extras.items():
+            item[key] = torch.tensor(values[i])
         return item
 
 

@@ -4,16 +4,18 @@ metrics and logging. Strategies override ``unlabeled_loss`` (see DESIGN.md) and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bloodcls.data.sampling import ClassWeighting, class_weights
-from bloodcls.errors import UserInputError
+from bloodcls.errors import MissingPathError, UserInputError
 from bloodcls.models import create_backbone
 from bloodcls.strategies.losses import classification_loss, warmup_cosine
 
@@ -27,6 +29,22 @@ class UnlabeledOutput:
     loss: torch.Tensor
     weight: float = 1.0
     stats: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+def load_backbone_checkpoint(net: nn.Module, path: str) -> None:
+    """Copy backbone weights from a Lightning checkpoint (``net.*`` keys) or a plain state dict into ``net``;
+    tensors whose shape differs (a classifier for other classes) are left as initialised."""
+    if not Path(path).is_file():
+        raise MissingPathError(f"model.backbone_checkpoint: {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state)
+    if any(k.startswith("net.") for k in state):
+        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+    own = net.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise UserInputError(f"model.backbone_checkpoint: {path} has no weights matching backbone {type(net).__name__}")
+    net.load_state_dict(usable, strict=False)
 
 
 def _eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -48,6 +66,8 @@ class Classifier(L.LightningModule):
         class_names: linked from ``data.class_names``; stored in checkpoints for predictions and reports.
         backbone: timm or bloodcls model name (``resnet18``, ``efficientnet_b0``, ``bloodcls_cnn_small``...).
         pretrained: load published weights (needs the hub); ``pretrained_weights``: local file or URL instead.
+        backbone_checkpoint: start from the backbone of a bloodcls checkpoint (e.g. contrastive pretraining);
+            the classifier head is kept fresh when its shape differs.
         drop_rate: dropout before the classifier.
         loss: ``ce`` or ``focal``; ``label_smoothing``, ``focal_gamma`` as named.
         class_weighting: weight the loss by training-set class frequencies (``inverse``, ``sqrt_inverse``,
@@ -66,6 +86,7 @@ class Classifier(L.LightningModule):
         backbone: str = "resnet18",
         pretrained: bool = False,
         pretrained_weights: str | None = None,
+        backbone_checkpoint: str | None = None,
         drop_rate: float = 0.0,
         loss: Literal["ce", "focal"] = "ce",
         label_smoothing: float = 0.0,
@@ -94,6 +115,8 @@ class Classifier(L.LightningModule):
             pretrained_weights=pretrained_weights,
             drop_rate=drop_rate,
         )
+        if backbone_checkpoint is not None:
+            load_backbone_checkpoint(self.net, backbone_checkpoint)
         cfg = getattr(self.net, "pretrained_cfg", {}) or {}
         mean = normalize_mean or cfg.get("mean", (0.485, 0.456, 0.406))
         std = normalize_std or cfg.get("std", (0.229, 0.224, 0.225))
@@ -141,6 +164,36 @@ class Classifier(L.LightningModule):
     def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput | None:
         """Semi-supervised strategies turn the unlabeled part of a batch into a loss here."""
         return None
+
+    # Data contract with BloodCellDataModule: which augmented views each part of a training batch carries
+    # (preset names; None = the datamodule's train_transform). No unlabeled views = no unlabeled loader.
+    def labeled_views(self) -> dict[str, str | None] | None:
+        return None
+
+    def unlabeled_views(self) -> dict[str, str | None] | None:
+        return None
+
+    def unlabeled_ratio(self) -> float:
+        """Unlabeled images per labeled image in a step (FixMatch's mu)."""
+        return 1.0
+
+    def pseudo_label_stats(
+        self, pseudo: torch.Tensor, mask: torch.Tensor, true_label: torch.Tensor | None
+    ) -> dict[str, float | torch.Tensor]:
+        """Mask ratio, per-class accepted counts and -- where the pool's truth is known -- pseudo-label accuracy."""
+        stats: dict[str, float | torch.Tensor] = {"mask_ratio": mask.float().mean()}
+        accepted = pseudo[mask]
+        counts = torch.bincount(accepted, minlength=self.num_classes)
+        for name, count in zip(self.class_names, counts.tolist(), strict=True):
+            stats[f"accepted/{name}"] = float(count)
+        if true_label is not None:
+            known = mask & (true_label >= 0)
+            if known.any():
+                stats["pseudo_acc"] = (pseudo[known] == true_label[known]).float().mean()
+            known_all = true_label >= 0
+            if known_all.any():
+                stats["unlabeled_acc"] = (pseudo[known_all] == true_label[known_all]).float().mean()
+        return stats
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -1,0 +1,84 @@
+"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017): an EMA teacher whose predictions on one augmented view
+are the consistency targets for the student's predictions on another.
+
+The teacher is a frozen copy of the backbone updated as an exponential moving average of the student after
+every optimiser step; it receives no gradient. The consistency term (softmax MSE) does send gradient into the
+student -- a reference implementation once shipped a Mean Teacher whose unlabeled loss did not, which our
+contract test guards against. The consistency weight ramps up with a sigmoid schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
+from bloodcls.strategies.ssl_losses import select_pseudo_labels, sigmoid_rampup, softmax_mse
+
+
+@torch.no_grad()
+def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float) -> None:
+    """teacher <- decay * teacher + (1 - decay) * student for parameters; buffers (BN statistics) are copied."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        t.copy_(s)
+
+
+class MeanTeacher(Classifier):
+    """Args:
+    ema_decay: teacher EMA decay (smaller during the first 1/(1-decay) steps, as in the original code).
+    consistency_weight: weight of the consistency loss after ramp-up.
+    rampup_epochs: sigmoid ramp-up length of the consistency weight.
+    eval_with_teacher: validate / test / predict with the teacher (usually the better model).
+    confidence_threshold: only for logging which teacher predictions would pass as pseudo-labels.
+    **kwargs: the ``Classifier`` arguments (backbone, optimizer, loss, ...).
+    """
+
+    def __init__(
+        self,
+        ema_decay: float = 0.999,
+        consistency_weight: float = 10.0,
+        rampup_epochs: float = 5.0,
+        eval_with_teacher: bool = True,
+        confidence_threshold: float = 0.95,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ema_decay = ema_decay
+        self.consistency_weight = consistency_weight
+        self.rampup_epochs = rampup_epochs
+        self.eval_with_teacher = eval_with_teacher
+        self.confidence_threshold = confidence_threshold
+        self.teacher = copy.deepcopy(self.net)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def unlabeled_views(self) -> dict[str, str | None]:
+        return {"image_student": "weak", "image_teacher": "weak"}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        use_teacher = self.eval_with_teacher and not self.training
+        return (self.teacher if use_teacher else self.net)(self.preprocess(images))
+
+    def _progress_epochs(self) -> float:
+        trainer = self._trainer
+        if trainer is None or not trainer.num_training_batches or trainer.num_training_batches == float("inf"):
+            return float(self.current_epoch)
+        return self.global_step / float(trainer.num_training_batches)
+
+    def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput:
+        student_logits = self.net(self.preprocess(batch["image_student"]))
+        with torch.no_grad():
+            teacher_logits = self.teacher(self.preprocess(batch["image_teacher"]))
+            pseudo, mask = select_pseudo_labels(teacher_logits.float().softmax(dim=-1), self.confidence_threshold)
+        loss = softmax_mse(student_logits, teacher_logits)
+        weight = self.consistency_weight * sigmoid_rampup(self._progress_epochs(), self.rampup_epochs)
+        return UnlabeledOutput(loss, weight, self.pseudo_label_stats(pseudo, mask, batch.get("true_label")))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Early on the student changes fast; a smaller decay lets the teacher follow (Tarvainen & Valpola).
+        decay = min(self.ema_decay, 1.0 - 1.0 / (self.global_step + 1))
+        ema_update(self.teacher, self.net, decay)

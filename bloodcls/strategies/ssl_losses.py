@@ -1,0 +1,88 @@
+"""Pure building blocks of the semi-supervised strategies: pseudo-label selection, entropy, ramp-ups,
+consistency, NT-Xent (SimCLR) and SupCon losses. No Lightning imports; reference-tested."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def normalized_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy of each row divided by log(K): 0 = one-hot, 1 = uniform; independent of class count."""
+    k = probs.shape[-1]
+    ent = -(probs * probs.clamp_min(1e-12).log()).sum(dim=-1)
+    return ent / math.log(k)
+
+
+def select_pseudo_labels(
+    probs: torch.Tensor, confidence_threshold: float, entropy_threshold: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels (argmax) and the acceptance mask: max prob >= confidence AND normalised entropy <=
+    entropy threshold (1.0 disables the entropy test)."""
+    confidence, labels = probs.max(dim=-1)
+    mask = (confidence >= confidence_threshold) & (normalized_entropy(probs) <= entropy_threshold)
+    return labels, mask
+
+
+def sigmoid_rampup(current: float, length: float) -> float:
+    """exp(-5 (1 - t)^2) with t = current / length clipped to [0, 1] (Laine & Aila 2017; Mean Teacher)."""
+    if length <= 0:
+        return 1.0
+    t = min(max(current / length, 0.0), 1.0)
+    return float(math.exp(-5.0 * (1.0 - t) ** 2))
+
+
+def linear_rampup(current: float, length: float) -> float:
+    if length <= 0:
+        return 1.0
+    return float(min(max(current / length, 0.0), 1.0))
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the whole batch of mask * CE (FixMatch's normalisation: rejected samples count as zeros)."""
+    per_sample = F.cross_entropy(logits, targets, reduction="none")
+    return (per_sample * mask.float()).mean()
+
+
+def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean Teacher consistency: squared difference of the softmax outputs, summed over classes, mean over batch.
+    Gradient flows into the student only (the teacher's logits are detached here)."""
+    return ((student_logits.softmax(dim=-1) - teacher_logits.detach().softmax(dim=-1)) ** 2).sum(dim=-1).mean()
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """SimCLR's NT-Xent over 2B views: each view's positive is its pair, the other 2B-2 views are negatives."""
+    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)  # (2B, D)
+    n = z.shape[0]
+    sim = z @ z.T / temperature  # (2B, 2B)
+    sim = sim.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), float("-inf"))
+    b = z1.shape[0]
+    positives = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, positives)
+
+
+def supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L_out) for features (B, V, D) and labels (B,).
+
+    Every other view with the same label is a positive; anchors without positives are ignored.
+    """
+    b, v, _ = features.shape
+    z = F.normalize(features.reshape(b * v, -1), dim=1)  # (BV, D), view-major within sample
+    y = labels.repeat_interleave(v)  # (BV,)
+    sim = z @ z.T / temperature
+    self_mask = torch.eye(b * v, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    positive = (y[:, None] == y[None, :]) & ~self_mask
+    n_pos = positive.sum(dim=1)
+    valid = n_pos > 0
+    mean_log_prob_pos = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1) / n_pos.clamp_min(1)
+    return -(mean_log_prob_pos[valid]).mean()
+
+
+def distribution_alignment(probs: torch.Tensor, model_dist: torch.Tensor, target_dist: torch.Tensor) -> torch.Tensor:
+    """ReMixMatch-style alignment used with FixMatch on imbalanced data: p * target / model, renormalised."""
+    aligned = probs * (target_dist / model_dist.clamp_min(1e-6))
+    return aligned / aligned.sum(dim=-1, keepdim=True)

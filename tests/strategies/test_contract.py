@@ -1,0 +1,118 @@
+"""Contract of every strategy: one step on a tiny batch has a finite loss; when its mask is non-empty the
+unlabeled term sends gradient into the backbone; EMA teachers get no gradient and move toward the student."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from bloodcls.strategies import (
+    Classifier,
+    ContrastivePretrain,
+    FixMatch,
+    MeanTeacher,
+    PseudoLabel,
+    SelfTraining,
+    Supervised,
+)
+
+K, B, SIZE = 3, 6, 32
+COMMON: dict[str, Any] = {"num_classes": K, "backbone": "bloodcls_cnn_tiny"}
+STRATEGIES: dict[str, Any] = {
+    "supervised": lambda: Supervised(**COMMON),
+    "pseudo_label": lambda: PseudoLabel(confidence_threshold=0.0, rampup_epochs=0, **COMMON),
+    "fixmatch": lambda: FixMatch(threshold=0.0, mu=2, distribution_alignment=True, **COMMON),
+    "mean_teacher": lambda: MeanTeacher(rampup_epochs=0, confidence_threshold=0.0, **COMMON),
+    "self_training": lambda: SelfTraining(**COMMON),
+    "contrastive": lambda: ContrastivePretrain(mode="both", **COMMON),
+}
+
+
+def _images(n: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _batch(model: Classifier) -> dict[str, dict[str, torch.Tensor]]:
+    labeled_views = model.labeled_views() or {"image": None}
+    labeled = {key: _images(B, i) for i, key in enumerate(labeled_views)}
+    labeled |= {"label": torch.arange(B) % K, "index": torch.arange(B)}
+    if isinstance(model, SelfTraining):  # rounds >= 1: pseudo-labeled images
+        unlabeled = {"image": _images(B, 10), "pseudo_label": torch.arange(B) % K, "weight": torch.ones(B)}
+    else:
+        views = model.unlabeled_views() or {}
+        unlabeled = {key: _images(B, 20 + i) for i, key in enumerate(views)}
+    unlabeled |= {"true_label": torch.arange(B) % K, "index": torch.arange(B), "pool_index": torch.arange(B)}
+    return {"labeled": labeled, "unlabeled": unlabeled}
+
+
+def _backbone_grad(model: Classifier) -> float:
+    return float(sum(p.grad.abs().sum() for p in model.net.parameters() if p.grad is not None))
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_one_step_has_finite_loss_and_updates(name: str) -> None:
+    torch.manual_seed(0)
+    model = STRATEGIES[name]()
+    loss = model.training_step(_batch(model), 0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert _backbone_grad(model) > 0
+
+
+@pytest.mark.parametrize("name", ["pseudo_label", "fixmatch", "mean_teacher", "self_training"])
+def test_unlabeled_term_sends_gradient_into_the_backbone(name: str) -> None:
+    torch.manual_seed(0)
+    model = STRATEGIES[name]()
+    out = model.unlabeled_loss(_batch(model)["unlabeled"], 0)
+    assert out is not None and torch.isfinite(out.loss)
+    if "mask_ratio" in out.stats:
+        assert float(out.stats["mask_ratio"]) > 0  # thresholds of 0 accept everything
+    assert out.loss.item() > 0
+    out.loss.backward()
+    assert _backbone_grad(model) > 0, f"{name}: unlabeled loss sends no gradient to the backbone"
+    assert "pseudo_acc" in out.stats  # truth of the benchmark pool is logged
+
+
+def test_contrastive_unlabeled_term_sends_gradient() -> None:
+    model = ContrastivePretrain(mode="simclr", **COMMON)
+    loss = model.training_step(_batch(model), 0)
+    loss.backward()
+    assert _backbone_grad(model) > 0
+
+
+def test_empty_mask_gives_zero_unlabeled_loss() -> None:
+    model = FixMatch(threshold=1.01, **COMMON)  # nothing can pass
+    out = model.unlabeled_loss(_batch(model)["unlabeled"], 0)
+    assert out.loss.item() == 0.0 and float(out.stats["mask_ratio"]) == 0.0
+
+
+def test_mean_teacher_teacher_gets_no_gradient_and_follows_student() -> None:
+    torch.manual_seed(0)
+    model = MeanTeacher(ema_decay=0.9, rampup_epochs=0, **COMMON)
+    optimizer = torch.optim.SGD(model.net.parameters(), lr=0.5)
+    before = [p.clone() for p in model.teacher.parameters()]
+    loss = model.training_step(_batch(model), 0)
+    loss.backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+    optimizer.step()
+    dist_before = sum((t - s).abs().sum() for t, s in zip(before, model.net.parameters(), strict=True))
+    model.on_train_batch_end(None, None, 0)
+    after = list(model.teacher.parameters())
+    dist_after = sum((t - s).abs().sum() for t, s in zip(after, model.net.parameters(), strict=True))
+    assert dist_after < dist_before  # the EMA moved the teacher toward the student
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def test_mean_teacher_evaluates_with_teacher() -> None:
+    model = MeanTeacher(**COMMON)
+    with torch.no_grad():
+        for p in model.teacher.parameters():
+            p.add_(1.0)
+    x = _images(2, 0)
+    model.eval()
+    assert torch.allclose(model(x), model.teacher(model.preprocess(x)))
+    model.train()
+    assert torch.allclose(model(x), model.net(model.preprocess(x)))

@@ -1,0 +1,129 @@
+"""Strategies through a real Trainer and the datamodule's labeled + unlabeled loaders (tiny, synthetic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from bloodcls.data import BloodCellDataModule
+from bloodcls.errors import UserInputError
+from bloodcls.strategies import ContrastivePretrain, FixMatch, MeanTeacher, PseudoLabel, SelfTraining, Supervised
+
+
+def _dm(**kwargs: Any) -> BloodCellDataModule:
+    defaults: dict[str, Any] = {
+        "image_size": 32,
+        "batch_size": 16,
+        "num_workers": 0,
+        "cache": "memory",
+        "synthetic_per_class": 30,
+        "labels_per_class": 4,
+        "steps_per_epoch": 3,
+    }
+    return BloodCellDataModule(**{**defaults, **kwargs})
+
+
+def _trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
+    defaults: dict[str, Any] = {
+        "max_epochs": 1,
+        "limit_val_batches": 1,
+        "default_root_dir": tmp_path,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+    }
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda dm: PseudoLabel(
+            num_classes=5, class_names=dm.class_names, backbone="bloodcls_cnn_tiny", confidence_threshold=0.3
+        ),
+        lambda dm: FixMatch(
+            num_classes=5, class_names=dm.class_names, backbone="bloodcls_cnn_tiny", mu=2, threshold=0.3
+        ),
+        lambda dm: MeanTeacher(num_classes=5, class_names=dm.class_names, backbone="bloodcls_cnn_tiny"),
+        lambda dm: ContrastivePretrain(num_classes=5, class_names=dm.class_names, backbone="bloodcls_cnn_tiny"),
+    ],
+    ids=["pseudo_label", "fixmatch", "mean_teacher", "contrastive"],
+)
+def test_strategy_fits_with_unlabeled_loader(tmp_path: Path, make: Any) -> None:
+    dm = _dm()
+    model = make(dm)
+    trainer = _trainer(tmp_path)
+    trainer.fit(model, dm)
+    metrics = trainer.callback_metrics
+    assert "train/loss_unsup" in metrics and "val/balanced_acc" in metrics
+    if not isinstance(model, ContrastivePretrain):
+        assert "train/mask_ratio" in metrics and "train/accepted/monocyte" in metrics
+    assert trainer.global_step == 3  # steps_per_epoch fixes the epoch length
+
+
+def test_fixmatch_unlabeled_batch_is_mu_times_labeled(tmp_path: Path) -> None:
+    dm = _dm()
+    model = FixMatch(num_classes=5, backbone="bloodcls_cnn_tiny", mu=3)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(model)
+    dm.trainer = trainer
+    trainer.datamodule = dm  # type: ignore[misc]
+    dm.setup("fit")
+    loaders = dm.train_dataloader()
+    batch, _, _ = next(iter(loaders))
+    assert batch["labeled"]["image"].shape[0] == 16
+    assert batch["unlabeled"]["image_weak"].shape[0] == 48 and "image_strong" in batch["unlabeled"]
+    assert "label" not in batch["unlabeled"] and "true_label" in batch["unlabeled"]
+
+
+def test_supervised_ignores_the_unlabeled_pool(tmp_path: Path) -> None:
+    dm = _dm()
+    trainer = _trainer(tmp_path)
+    trainer.fit(Supervised(num_classes=5, backbone="bloodcls_cnn_tiny"), dm)
+    assert "train/loss_unsup" not in trainer.callback_metrics
+
+
+def test_self_training_rounds_raise_pseudo_label_accuracy_and_mask_ratio(tmp_path: Path) -> None:
+    L.seed_everything(0)
+    dm = _dm(synthetic_per_class=60, labels_per_class=8, steps_per_epoch=12, batch_size=20)
+    model = SelfTraining(
+        num_classes=5,
+        class_names=dm.class_names,
+        backbone="bloodcls_cnn_small",
+        pseudo_label_source="both",
+        confidence_threshold=0.6,
+        epochs_per_round=3,
+        max_rounds=2,
+        patience=5,
+        labeled_ratio=0.5,
+        lr_schedule="constant",
+    )
+    trainer = _trainer(tmp_path, max_epochs=9, limit_val_batches=None)
+    trainer.fit(model, dm)
+    rounds = next(cb for cb in trainer.callbacks if type(cb).__name__ == "SelfTrainingRounds")
+    history = rounds.history
+    assert [h["round"] for h in history] == [1, 2]
+    assert history[1]["pseudo_acc"] >= history[0]["pseudo_acc"]
+    assert history[1]["mask_ratio"] >= history[0]["mask_ratio"]
+    assert dm.pseudo_labels is not None and len(dm.pseudo_labels.positions) == history[1]["accepted"]
+    assert np.isfinite(float(trainer.callback_metrics["val/balanced_acc"]))
+
+
+def test_contrastive_backbone_starts_another_strategy(tmp_path: Path) -> None:
+    dm = _dm()
+    pre = ContrastivePretrain(num_classes=5, backbone="bloodcls_cnn_tiny", mode="supcon")
+    trainer = _trainer(tmp_path, limit_val_batches=0)
+    trainer.fit(pre, dm)
+    ckpt = tmp_path / "pre.ckpt"
+    trainer.save_checkpoint(ckpt)
+    student = FixMatch(num_classes=5, backbone="bloodcls_cnn_tiny", backbone_checkpoint=str(ckpt))
+    for (name, a), b in zip(student.net.state_dict().items(), pre.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(UserInputError, match="backbone_checkpoint: .*missing.ckpt does not exist"):
+        FixMatch(num_classes=5, backbone="bloodcls_cnn_tiny", backbone_checkpoint=str(tmp_path / "missing.ckpt"))
