@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 RUN ?= runs/quickstart/demo
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench bench-label-efficiency clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ demo: $(VENV)/.installed
 ## test: the whole test suite (hermetic; PBC tests skip without ../shared/datasets/pbc)
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
+
+## bench: all benchmarks (never part of `make test`); results under bench/results/
+bench: bench-label-efficiency
+
+## bench-label-efficiency: supervised vs semi-supervised strategies at 10/20/50/100 labels per class on PBC
+bench-label-efficiency: $(VENV)/.installed
+	$(BIN)/python bench/label_efficiency.py $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check bloodcls tests

@@ -8,9 +8,11 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from jsonargparse import lazy_instance
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
@@ -74,6 +76,15 @@ class BloodCLI(LightningCLI):
         )
         parser.add_lightning_class_args(TestReport, "report")
         parser.add_lightning_class_args(PredictionsCSV, "predictions")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        # The rich progress bar is a default, not a requirement: drop it when the user turns progress bars off
+        # or brings their own, instead of failing on Lightning's "found a progress bar" check.
+        user_callbacks = config.get("callbacks") or []
+        own_bar = any(isinstance(c, ProgressBar) for c in [*callbacks, *user_callbacks])
+        if config.get("enable_progress_bar") is False or own_bar:
+            self.trainer_defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -78,6 +78,9 @@ class BloodCellDataModule(L.LightningDataModule):
         n_folds, fold: stratified k-fold instead; ``fold`` is the test fold.
         labels_per_class, labeled_fraction: labeled budget of the training split; the rest becomes the
             unlabeled pool.
+        val_per_class: keep only this many validation images per class (a realistic small labeled validation
+            set for few-label experiments); the rest of the validation split is left unused, so the unlabeled
+            pool stays the same across budgets.
         split_seed: seed of the split and of the labeled budget.
         split_file: reuse a ``split.csv`` written by an earlier run (matched by content hash).
         sampler: ``none``, ``weighted`` (P ~ n_class^-sampler_power) or ``balanced`` (equilibrium sampler).
@@ -111,6 +114,7 @@ class BloodCellDataModule(L.LightningDataModule):
         fold: int = 0,
         labels_per_class: int | None = None,
         labeled_fraction: float | None = None,
+        val_per_class: int | None = None,
         split_seed: int = 0,
         split_file: str | None = None,
         sampler: SamplerName = "none",
@@ -277,6 +281,8 @@ class BloodCellDataModule(L.LightningDataModule):
         else:
             sub = S.stratified_split(labels, hp.val_fraction, hp.test_fraction, hp.split_seed, keys)
         sub = S.labeled_budget(labels, sub, hp.labels_per_class, hp.labeled_fraction, hp.split_seed, keys, names)
+        if hp.val_per_class is not None:
+            sub = S.cap_subset(labels, sub, S.VAL, hp.val_per_class, hp.split_seed, keys)
         subsets = np.full(len(data.hashes), S.EXCLUDED, dtype=object)
         subsets[rows] = sub
         return subsets

@@ -194,6 +194,26 @@ def labeled_budget(
     return out
 
 
+def cap_subset(
+    labels: Sequence[int],
+    subsets: np.ndarray,
+    subset: str,
+    per_class: int,
+    seed: int = 0,
+    keys: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Keep at most ``per_class`` images of each class in ``subset``; the rest become ``excluded``."""
+    if per_class < 1:
+        raise UserInputError(f"per-class cap {per_class} for the {subset} subset must be >= 1")
+    out = np.array(subsets, dtype=object, copy=True)
+    idx = np.flatnonzero(out == subset)
+    labels_arr = np.asarray(labels, dtype=np.int64)
+    orders = _class_orders(labels_arr[idx], [keys[i] for i in idx] if keys else None, seed + 104729)
+    for order in orders.values():
+        out[idx[order[per_class:]]] = EXCLUDED
+    return out
+
+
 def subset_counts(labels: Sequence[int], subsets: Sequence[str], num_classes: int) -> dict[str, list[int]]:
     """Per subset, the number of images of each class (for the split report and sanity checks)."""
     labels_arr = np.asarray(labels, dtype=np.int64)

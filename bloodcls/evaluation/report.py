@@ -277,7 +277,8 @@ def _pct(x: float | None) -> str:
 
 def print_report(metrics: dict[str, Any], console: Console | None = None, title: str = "Test report") -> None:
     """Print the headline numbers and the per-class table (percentages, 2 decimals) with rich."""
-    console = console or Console()
+    # Logs and CI are not terminals; rich would fall back to 80 columns and truncate class names.
+    console = console or (Console() if Console().is_terminal else Console(width=110))
     head = Table(title=title, show_header=False, title_justify="left")
     head.add_column("Metric", style="bold")
     head.add_column("Value", justify="right")

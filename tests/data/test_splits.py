@@ -110,3 +110,11 @@ def test_split_csv_round_trip(tmp_path) -> None:
     (tmp_path / "bad.csv").write_text("path,label\na,b\n")
     with pytest.raises(ValueError, match="expected header"):
         S.read_split_csv(tmp_path / "bad.csv")
+
+
+def test_cap_subset_keeps_n_per_class_and_excludes_the_rest() -> None:
+    labels = np.array([0] * 6 + [1] * 3 + [0, 1])
+    subsets = np.array(["val"] * 9 + ["train", "train"], dtype=object)
+    out = S.cap_subset(labels, subsets, "val", per_class=2, seed=0)
+    assert Counter(out[labels == 0]) == {"val": 2, "excluded": 4, "train": 1}
+    assert Counter(out[labels == 1]) == {"val": 2, "excluded": 1, "train": 1}
