@@ -11,6 +11,7 @@ import timm
 from torch import nn
 
 import bloodcls.models.small_cnn  # noqa: F401  (registers bloodcls_* models into timm)
+import bloodcls.models.zoo  # noqa: F401  (registers the model-zoo networks into timm)
 from bloodcls.errors import MissingPathError, UserInputError
 
 

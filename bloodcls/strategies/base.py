@@ -68,6 +68,8 @@ class Classifier(L.LightningModule):
         pretrained: load published weights (needs the hub); ``pretrained_weights``: local file or URL instead.
         backbone_checkpoint: start from the backbone of a bloodcls checkpoint (e.g. contrastive pretraining);
             the classifier head is kept fresh when its shape differs.
+        backbone_kwargs: extra constructor arguments of the network (e.g. ``{mode: patches, cell: gru}`` for
+            ``bloodcls_rnn``), passed through ``create_backbone``.
         drop_rate: dropout before the classifier.
         loss: ``ce`` or ``focal``; ``label_smoothing``, ``focal_gamma`` as named.
         class_weighting: weight the loss by training-set class frequencies (``inverse``, ``sqrt_inverse``,
@@ -87,6 +89,7 @@ class Classifier(L.LightningModule):
         pretrained: bool = False,
         pretrained_weights: str | None = None,
         backbone_checkpoint: str | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
         drop_rate: float = 0.0,
         loss: Literal["ce", "focal"] = "ce",
         label_smoothing: float = 0.0,
@@ -114,6 +117,7 @@ class Classifier(L.LightningModule):
             pretrained=pretrained,
             pretrained_weights=pretrained_weights,
             drop_rate=drop_rate,
+            **(backbone_kwargs or {}),
         )
         if backbone_checkpoint is not None:
             load_backbone_checkpoint(self.net, backbone_checkpoint)
