@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,3 +40,22 @@ def zoo_cfg(
 def linear_or_identity(in_features: int, num_classes: int) -> nn.Module:
     """timm convention: ``num_classes=0`` means no classifier (the head returns features)."""
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class TimmHeadMixin:
+    """The classifier-facing part of timm's interface, shared by bloodcls networks that keep their head in
+    ``self.fc`` and define ``forward_features`` / ``forward_head`` / ``num_features``."""
+
+    fc: nn.Module
+    num_features: int
+    num_classes: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))  # type: ignore[attr-defined]
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.fc = linear_or_identity(self.num_features, num_classes)

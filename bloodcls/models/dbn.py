@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from bloodcls.models.common import linear_or_identity, zoo_cfg
+from bloodcls.models.common import TimmHeadMixin, linear_or_identity, zoo_cfg
 
 # An image tensor (N, C, H, W), or batches of images: tensors or dataloader dicts with an "image" key.
 ImageSource = torch.Tensor | Iterable[torch.Tensor | dict[str, torch.Tensor]]
@@ -74,7 +74,7 @@ def cd_step(
     )
 
 
-class DBN(nn.Module):
+class DBN(TimmHeadMixin, nn.Module):
     """Stacked RBMs of sizes ``hidden`` on a ``img_size`` x ``img_size`` image, used as a sigmoid MLP + linear head.
 
     ``forward_features`` returns the top layer's activation probabilities (B, hidden[-1]) = ``num_features``.
@@ -136,16 +136,6 @@ class DBN(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(x)
         return x if pre_logits else self.fc(x)  # (B, K)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = linear_or_identity(self.num_features, num_classes)
 
     # ------------------------------------------------------------------ unsupervised pretraining
     def _visible_batches(self, images: ImageSource, batch_size: int, seed: int) -> Iterator[torch.Tensor]:

@@ -22,10 +22,10 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from bloodcls.models.common import linear_or_identity, zoo_cfg
+from bloodcls.models.common import TimmHeadMixin, linear_or_identity, zoo_cfg
 
 
-class HybridInceptionXception(nn.Module):
+class HybridInceptionXception(TimmHeadMixin, nn.Module):
     """``cat(GAP(inception_v3(x)), GAP(xception(x)))`` (B, 4096) -> dense ``hidden`` + ReLU -> dropout -> fc.
 
     ``forward_features`` already returns the fused, pooled vector (the two trunks' maps have different
@@ -63,16 +63,6 @@ class HybridInceptionXception(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.hidden(x))  # (B, hidden)
         return x if pre_logits else self.fc(x)  # (B, K)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = linear_or_identity(self.num_features, num_classes)
 
 
 default_cfgs = generate_default_cfgs(

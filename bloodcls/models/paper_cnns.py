@@ -21,7 +21,7 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from bloodcls.models.common import linear_or_identity, zoo_cfg
+from bloodcls.models.common import TimmHeadMixin, linear_or_identity, zoo_cfg
 
 
 def _conv_block(c_in: int, c_out: int, pool: bool, drop: float, batch_norm: bool) -> nn.Sequential:
@@ -36,7 +36,7 @@ def _conv_block(c_in: int, c_out: int, pool: bool, drop: float, batch_norm: bool
     return nn.Sequential(*layers)
 
 
-class PaperCNN(nn.Module):
+class PaperCNN(TimmHeadMixin, nn.Module):
     """Plain 3x3 conv blocks (``pools[i]``: whether block ``i`` max-pools), GAP, one dense layer, classifier.
 
     ``forward_head(..., pre_logits=True)`` returns the dense layer's output, so ``num_features == hidden``.
@@ -80,16 +80,6 @@ class PaperCNN(nn.Module):
         x = self.hidden(x.mean(dim=(2, 3)))  # (B, hidden)
         x = self.drop(x)
         return x if pre_logits else self.fc(x)  # (B, K)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = linear_or_identity(self.num_features, num_classes)
 
 
 default_cfgs = generate_default_cfgs(

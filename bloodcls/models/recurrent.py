@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from bloodcls.models.common import linear_or_identity, zoo_cfg
+from bloodcls.models.common import TimmHeadMixin, linear_or_identity, zoo_cfg
 
 
-class RecurrentClassifier(nn.Module):
+class RecurrentClassifier(TimmHeadMixin, nn.Module):
     """``forward_features``: per-step outputs (B, T, dirs*hidden); ``forward_head`` takes the final states.
 
     ``num_features == hidden_size * (2 if bidirectional else 1)``.
@@ -86,16 +86,6 @@ class RecurrentClassifier(nn.Module):
         final = torch.cat([x[:, -1, :h], x[:, 0, h:]], dim=1) if self.bidirectional else x[:, -1]  # (B, F)
         final = self.drop(final)
         return final if pre_logits else self.fc(final)  # (B, K)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = linear_or_identity(self.num_features, num_classes)
 
 
 default_cfgs = generate_default_cfgs(

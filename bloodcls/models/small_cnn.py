@@ -6,6 +6,8 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from bloodcls.models.common import TimmHeadMixin, linear_or_identity
+
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
@@ -19,7 +21,7 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(TimmHeadMixin, nn.Module):
     """Conv-BN-ReLU x2 + max-pool blocks, global average pooling, dropout and a linear classifier.
 
     Exposes timm's interface (``forward_features`` / ``forward_head`` / ``get_classifier`` /
@@ -40,7 +42,7 @@ class SmallCNN(nn.Module):
         self.num_features = widths[-1]
         self.head_hidden_size = widths[-1]
         self.drop = nn.Dropout(drop_rate)
-        self.fc: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc: nn.Module = linear_or_identity(self.num_features, num_classes)
         self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,16 +52,6 @@ class SmallCNN(nn.Module):
         x = x.mean(dim=(2, 3))  # (B, C)
         x = self.drop(x)
         return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
 def _cfg(**overrides: object) -> dict[str, object]:

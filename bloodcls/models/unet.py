@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from bloodcls.models.common import linear_or_identity, zoo_cfg
+from bloodcls.models.common import TimmHeadMixin, linear_or_identity, zoo_cfg
 
 
 def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
@@ -30,7 +30,7 @@ def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class UNetClassifier(nn.Module):
+class UNetClassifier(TimmHeadMixin, nn.Module):
     """Encoder ``widths`` (one 2x pooling between stages), mirrored decoder, multi-scale pooled head.
 
     ``forward_features`` returns the bottleneck concatenated with every decoder stage average-pooled to the
@@ -73,16 +73,6 @@ class UNetClassifier(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(x.mean(dim=(2, 3)))  # (B, sum(widths))
         return x if pre_logits else self.fc(x)  # (B, K)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = linear_or_identity(self.num_features, num_classes)
 
 
 default_cfgs = generate_default_cfgs(

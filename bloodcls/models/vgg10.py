@@ -15,7 +15,7 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from bloodcls.models.common import linear_or_identity, zoo_cfg
+from bloodcls.models.common import TimmHeadMixin, linear_or_identity, zoo_cfg
 
 
 def _stage(c_in: int, c_out: int, convs: int) -> nn.Sequential:
@@ -30,7 +30,7 @@ def _stage(c_in: int, c_out: int, convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class VGG10(nn.Module):
+class VGG10(TimmHeadMixin, nn.Module):
     """``len(widths) * convs_per_stage`` conv layers (8 by default), a dense ``hidden`` layer and the classifier.
 
     ``forward_head(..., pre_logits=True)`` returns the hidden dense layer's output, so ``num_features == hidden``.
@@ -64,16 +64,6 @@ class VGG10(nn.Module):
         x = self.hidden(x.mean(dim=(2, 3)))  # (B, hidden)
         x = self.drop(x)
         return x if pre_logits else self.fc(x)  # (B, K)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = linear_or_identity(self.num_features, num_classes)
 
 
 default_cfgs = generate_default_cfgs(

@@ -169,6 +169,13 @@ class Classifier(L.LightningModule):
         """Semi-supervised strategies turn the unlabeled part of a batch into a loss here."""
         return None
 
+    def progress_epochs(self) -> float:
+        """Training progress in (fractional) epochs, for ramp-ups that should be smooth within an epoch."""
+        trainer = self._trainer
+        if trainer is None or not trainer.num_training_batches or trainer.num_training_batches == float("inf"):
+            return float(self.current_epoch)
+        return self.global_step / float(trainer.num_training_batches)
+
     # Data contract with BloodCellDataModule: which augmented views each part of a training batch carries
     # (preset names; None = the datamodule's train_transform). No unlabeled views = no unlabeled loader.
     def labeled_views(self) -> dict[str, str | None] | None:

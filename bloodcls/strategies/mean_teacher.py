@@ -63,19 +63,13 @@ class MeanTeacher(Classifier):
         use_teacher = self.eval_with_teacher and not self.training
         return (self.teacher if use_teacher else self.net)(self.preprocess(images))
 
-    def _progress_epochs(self) -> float:
-        trainer = self._trainer
-        if trainer is None or not trainer.num_training_batches or trainer.num_training_batches == float("inf"):
-            return float(self.current_epoch)
-        return self.global_step / float(trainer.num_training_batches)
-
     def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput:
         student_logits = self.net(self.preprocess(batch["image_student"]))
         with torch.no_grad():
             teacher_logits = self.teacher(self.preprocess(batch["image_teacher"]))
             pseudo, mask = select_pseudo_labels(teacher_logits.float().softmax(dim=-1), self.confidence_threshold)
         loss = softmax_mse(student_logits, teacher_logits)
-        weight = self.consistency_weight * sigmoid_rampup(self._progress_epochs(), self.rampup_epochs)
+        weight = self.consistency_weight * sigmoid_rampup(self.progress_epochs(), self.rampup_epochs)
         return UnlabeledOutput(loss, weight, self.pseudo_label_stats(pseudo, mask, batch.get("true_label")))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -42,12 +42,6 @@ class PseudoLabel(Classifier):
     def unlabeled_views(self) -> dict[str, str | None]:
         return {"image": "weak"}
 
-    def _progress_epochs(self) -> float:
-        trainer = self._trainer
-        if trainer is None or not trainer.num_training_batches or trainer.num_training_batches == float("inf"):
-            return float(self.current_epoch)
-        return self.global_step / float(trainer.num_training_batches)
-
     def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput:
         logits = self(batch["image"])  # (B, K); the same forward yields target and prediction (Lee 2013)
         with torch.no_grad():
@@ -56,5 +50,5 @@ class PseudoLabel(Classifier):
             )
         per_sample = F.cross_entropy(logits, pseudo, reduction="none")
         loss = (per_sample * mask.float()).mean()
-        weight = self.lambda_u * sigmoid_rampup(self._progress_epochs(), self.rampup_epochs)
+        weight = self.lambda_u * sigmoid_rampup(self.progress_epochs(), self.rampup_epochs)
         return UnlabeledOutput(loss, weight, self.pseudo_label_stats(pseudo, mask, batch.get("true_label")))
