@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -29,14 +30,36 @@ TRAINER_COMMANDS: dict[str, str] = {
 }
 
 
-def _download(argv: list[str]) -> None:
-    from bloodcls.data.download import download_main
+def _lazy(module: str, function: str) -> Callable[[list[str]], None]:
+    """A tool command imported on first use, so ``bloodcls fit`` never pays for Ray, ONNX or scikit-image."""
 
-    download_main(argv)
+    def run(argv: list[str]) -> None:
+        getattr(importlib.import_module(module), function)(argv)
+
+    return run
 
 
 TOOL_COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
-    "download": ("fetch a dataset (bloodmnist) or a checksummed zip URL into a folder", _download),
+    "download": (
+        "fetch a dataset (bloodmnist) or a checksummed zip URL into a folder",
+        _lazy("bloodcls.data.download", "download_main"),
+    ),
+    "baseline": (
+        "classical baseline: segmentation + hand-crafted features + SVM / random forest",
+        _lazy("bloodcls.baseline.command", "baseline_main"),
+    ),
+    "tune": (
+        "Ray Tune sweep over any config key (--config base.yaml --sweep sweep.yaml)",
+        _lazy("bloodcls.tune", "tune_main"),
+    ),
+    "export": (
+        "export a checkpoint to ONNX (with an ONNX Runtime parity check)",
+        _lazy("bloodcls.export", "export_main"),
+    ),
+    "summarize": (
+        "mean +- std of test metrics over runs (k-fold folds, seeds)",
+        _lazy("bloodcls.summary", "summarize_main"),
+    ),
 }
 
 
