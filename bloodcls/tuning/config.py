@@ -1,0 +1,152 @@
+"""Configs for a sweep: resolve base configs + overrides with the parser of ``bloodcls fit``, make paths absolute,
+check every searched key before Ray starts, and turn sampled values into ``--key value`` overrides."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from argparse import ArgumentError
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bloodcls.errors import UserInputError
+from bloodcls.tuning.space import probe_values
+from bloodcls.tuning.sweep import Sweep
+
+# Keys whose string values are file system paths read by a run. Trials run in their own working directories,
+# so relative paths are made absolute (against the directory `bloodcls tune` was started in) before launching.
+# Output locations (logger save_dir, checkpoint dirpath) are set per trial instead.
+PATH_KEYS = frozenset(
+    {"root", "cache_dir", "split_file", "predict_root", "unlabeled_root", "pretrained_weights", "backbone_checkpoint"}
+)
+# Lines of jsonargparse's nested union messages that say nothing the user can act on.
+_NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Expected a <class 'NoneType'>",
+    "Given value: NestedArg(",
+)
+
+
+def one_line(message: str) -> str:
+    """jsonargparse's multi-line union error as one line that keeps the actionable parts."""
+    lines = [line.strip().removeprefix("- ").strip() for line in str(message).splitlines()]
+    kept = [line for line in lines if line and not any(noise in line for noise in _NOISE)]
+    return " ".join(kept) or str(message).strip()
+
+
+@contextlib.contextmanager
+def _quiet_parse() -> Iterator[None]:
+    """LightningCLI seeds everything when it parses and logs it; parsing a config here trains nothing."""
+    logger = logging.getLogger("lightning.fabric.utilities.seed")
+    level, saved_argv = logger.level, sys.argv
+    logger.setLevel(logging.WARNING)
+    # LightningCLI warns when given args while sys.argv also has some (the `bloodcls tune ...` line).
+    sys.argv = saved_argv[:1] or ["bloodcls"]
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        sys.argv = saved_argv
+
+
+def resolve_config(args: list[str]) -> dict[str, Any]:
+    """The full config ``bloodcls fit <args>`` would run (as a plain dict), validated by fit's own parser.
+
+    Raises UserInputError (one line) for unknown keys, bad values, missing config files.
+    """
+    from bloodcls.cli import BloodCLI  # imported here: bloodcls.cli dispatches `bloodcls tune` to this package
+
+    class ParseOnlyCLI(BloodCLI):
+        def init_parser(self, **kwargs: Any) -> Any:
+            kwargs["exit_on_error"] = False  # parse errors raise, and become one line
+            return super().init_parser(**kwargs)
+
+        def instantiate_classes(self) -> None:
+            """Nothing is built: the sweep only needs the validated configuration."""
+
+    try:
+        with _quiet_parse():
+            cli = ParseOnlyCLI(args=args, run=False)
+    except ArgumentError as err:
+        raise UserInputError(one_line(str(err))) from None
+    # jsonargparse 4.49 renamed skip_none to skip_unset; both keep the None values a faithful config needs.
+    renamed = tuple(int(p) for p in version("jsonargparse").split(".")[:2]) >= (4, 49)
+    keep_none = {"skip_unset": False} if renamed else {"skip_none": False}
+    return json.loads(cli.parser.dump(cli.config, format="json", **keep_none))
+
+
+def absolute_paths(config: Any, cwd: Path) -> Any:
+    """``config`` with every relative path under a ``PATH_KEYS`` key made absolute against ``cwd`` (URLs kept)."""
+    if isinstance(config, list):
+        return [absolute_paths(item, cwd) for item in config]
+    if not isinstance(config, dict):
+        return config
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in PATH_KEYS and isinstance(value, str) and "://" not in value:
+            out[key] = os.path.normpath(os.path.join(cwd, os.path.expanduser(value)))
+        else:
+            out[key] = absolute_paths(value, cwd)
+    return out
+
+
+def cli_value(value: Any) -> str:
+    """A Python value as LightningCLI reads it back from the command line."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()  # a NumPy scalar from a searcher: the plain Python number it stands for
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value)  # shortest round-trip text
+    return json.dumps(value)  # ints, bools (true/false), None (null), lists, mappings
+
+
+def overrides(values: dict[str, Any]) -> list[str]:
+    """``{"model.init_args.lr": 0.1}`` -> ``["--model.init_args.lr", "0.1"]`` (order kept)."""
+    out: list[str] = []
+    for key, value in values.items():
+        out += [f"--{key}", cli_value(value)]
+    return out
+
+
+def write_config(config: dict[str, Any], path: Path, header: str) -> Path:
+    """Write ``config`` as YAML that ``bloodcls fit --config`` accepts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+    path.write_text(f"# {header}\n{text}")
+    return path
+
+
+def check_space_keys(base_config: Path, sweep: Sweep, where: str) -> None:
+    """Every searched key, at its bounds (or every option), and the fixed values, as fit's parser sees them.
+
+    Runs before Ray starts so a misspelt key or a value of the wrong type is one line, not N failed trials.
+    """
+    base = ["--config", str(base_config)]
+    fixed = overrides(sweep.fixed)
+    try:
+        resolve_config([*base, *fixed])
+    except UserInputError as err:
+        raise UserInputError(f"{where}: space (fixed values): {err}") from None
+    for key, dist in sweep.space.items():
+        for value in probe_values(dist):
+            try:
+                resolve_config([*base, *fixed, *overrides({key: value})])
+            except UserInputError as err:
+                raise UserInputError(f"{where}: space.{key}={cli_value(value)}: {err}") from None
+
+
+def max_epochs(config: dict[str, Any]) -> int | None:
+    """``trainer.max_epochs`` of a resolved config (None when training is bounded otherwise)."""
+    value = (config.get("trainer") or {}).get("max_epochs")
+    return value if isinstance(value, int) and value > 0 else None
