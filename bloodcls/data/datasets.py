@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import zlib
 from collections.abc import Mapping
 
 import albumentations as A
@@ -39,11 +41,29 @@ class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
         # by accident through the "label" key.
         self.label_key = label_key
         self.extras = {k: np.asarray(v) for k, v in (extras or {}).items()}
+        self._seeded_for: tuple[int, int] | None = None
+
+    def _seed_views(self) -> None:
+        """Seed every pipeline from torch's seed of this process, once per (process, seed).
+
+        An albumentations ``Compose`` draws from its own generator, seeded from OS entropy unless given a seed,
+        so ``seed_everything`` alone would not make augmentations reproducible; and forked loader workers would
+        otherwise share one generator state. torch gives each worker a distinct seed derived from the seeded main
+        process (new each epoch unless workers persist), so it is the right source.
+        """
+        key = (os.getpid(), torch.initial_seed())
+        if self._seeded_for == key:
+            return
+        for name, pipeline in self.views.items():
+            # Distinct streams per view (weak vs strong) from the same process seed.
+            pipeline.set_random_seed((key[1] + zlib.crc32(name.encode())) % 2**32)
+        self._seeded_for = key
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        self._seed_views()
         # (H, W, 3) uint8, copied out of the (read-only, possibly memory-mapped) cache so tensors may own it.
         image = np.array(self.images[i], dtype=np.uint8, copy=True)
         item: dict[str, torch.Tensor] = {
