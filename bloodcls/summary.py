@@ -1,0 +1,179 @@
+"""``bloodcls summarize``: mean ± std of test metrics over runs (k-fold folds, seeds), as a table, CSV and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bloodcls.errors import UserInputError
+
+# Headline keys of test/metrics.json (bloodcls.evaluation.metrics.classification_metrics), in report order.
+HEADLINE_METRICS: tuple[str, ...] = (
+    "acc",
+    "balanced_acc",
+    "macro_f1",
+    "macro_precision",
+    "macro_recall",
+    "macro_specificity",
+    "auroc",
+    "nll",
+    "ece",
+)
+PER_CLASS_METRICS: tuple[str, ...] = ("precision", "recall", "f1", "specificity", "auroc")
+CSV_FIELDS: tuple[str, ...] = ("metric", "n", "mean", "std", "min", "max")
+# Percentages read better for rates; nll is a log-loss and stays a plain number.
+_NOT_A_RATE = {"nll"}
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric over runs; ``n`` counts the runs where it is defined (e.g. AUROC needs every class present)."""
+
+    metric: str
+    n: int
+    mean: float | None
+    std: float | None  # sample standard deviation (ddof=1); None when n < 2
+    min: float | None
+    max: float | None
+
+
+def summarize_values(metric: str, values: Sequence[float | None]) -> MetricSummary:
+    """Mean, sample std (ddof=1), min and max of the defined values; undefined ones (None / NaN) are not counted."""
+    defined = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(defined)
+    if n == 0:
+        return MetricSummary(metric, 0, None, None, None, None)
+    mean = sum(defined) / n
+    # Sample std: folds / seeds are a sample of the splits one could have drawn, so ddof=1 as papers report it.
+    std = math.sqrt(sum((v - mean) ** 2 for v in defined) / (n - 1)) if n > 1 else None
+    return MetricSummary(metric, n, mean, std, min(defined), max(defined))
+
+
+def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """Headline metrics plus ``<metric>/<class>`` for each per-class row of one metrics.json."""
+    flat: dict[str, float | None] = {name: metrics.get(name) for name in HEADLINE_METRICS}
+    for row in metrics.get("per_class", []):
+        for name in PER_CLASS_METRICS:
+            flat[f"{name}/{row['class']}"] = row.get(name)
+    return flat
+
+
+def summarize_runs(per_run: Sequence[Mapping[str, Any]]) -> list[MetricSummary]:
+    """Summaries of every metric found in any run, headline metrics first, then per class in first-seen order."""
+    flats = [flatten_metrics(m) for m in per_run]
+    names: list[str] = []
+    for flat in flats:
+        names.extend(name for name in flat if name not in names)
+    return [summarize_values(name, [flat.get(name) for flat in flats]) for name in names]
+
+
+def find_metrics_file(run: Path) -> Path:
+    """``run`` may be a metrics.json, a directory holding one, or a run directory holding test/metrics.json."""
+    for candidate in (run, run / "test" / "metrics.json", run / "metrics.json"):
+        if candidate.is_file():
+            return candidate
+    raise UserInputError(
+        f"{run}: no test/metrics.json (evaluate the run first: bloodcls test --ckpt_path {run}/checkpoints/best.ckpt)"
+    )
+
+
+def load_metrics(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserInputError(f"{path}: not a readable metrics.json ({err})") from None
+    if not isinstance(data, dict) or "acc" not in data:
+        raise UserInputError(f"{path}: not a bloodcls test metrics.json (no 'acc' key)")
+    return data
+
+
+def _pct(value: float | None, metric: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if metric in _NOT_A_RATE else f"{100 * value:.2f}"
+
+
+def print_summary(summaries: Sequence[MetricSummary], n_runs: int, console: Console | None = None) -> None:
+    """The headline metrics as a table: mean ± std in percent (nll as is), n, min and max."""
+    console = console or Console()
+    # A title line rather than a table title: rich wraps a title that is wider than the (narrow) table.
+    console.print(f"Test metrics over {n_runs} run{'' if n_runs == 1 else 's'} (mean ± sample std, %)")
+    table = Table()
+    table.add_column("Metric")
+    for column in ("n", "Mean ± std", "Min", "Max"):
+        table.add_column(column, justify="right")
+    for s in summaries:
+        if s.metric not in HEADLINE_METRICS:
+            continue
+        spread = f" ± {_pct(s.std, s.metric)}" if s.std is not None else ""
+        table.add_row(s.metric, str(s.n), _pct(s.mean, s.metric) + spread, _pct(s.min, s.metric), _pct(s.max, s.metric))
+    console.print(table)
+
+
+def write_csv(summaries: Sequence[MetricSummary], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for s in summaries:
+            # Undefined values are empty cells, never the string "None".
+            writer.writerow({k: ("" if v is None else v) for k, v in asdict(s).items()})
+
+
+def write_json(
+    summaries: Sequence[MetricSummary], runs: Sequence[Path], per_run: Sequence[Mapping[str, Any]], path: Path
+) -> None:
+    flats = [flatten_metrics(m) for m in per_run]
+    document = {
+        "runs": [str(r) for r in runs],
+        "std": "sample standard deviation (ddof=1)",
+        "metrics": {s.metric: {**asdict(s), "values": [flat.get(s.metric) for flat in flats]} for s in summaries},
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def summarize_main(argv: list[str]) -> None:
+    """Entry point of ``bloodcls summarize RUN_DIR... [--output FILE.csv|FILE.json]``; errors exit 2 in one line."""
+    parser = argparse.ArgumentParser(
+        prog="bloodcls summarize",
+        description="Mean ± sample std (and n) of the test metrics of several runs, e.g. the folds of a k-fold "
+        "job or runs with different seeds. Reads RUN/test/metrics.json (written by `bloodcls test`).",
+    )
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directory (or its metrics.json)")
+    parser.add_argument(
+        "--output",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="write the summary to FILE.csv or FILE.json (repeat for both); headline and per-class metrics",
+    )
+    args = parser.parse_args(argv)
+    try:
+        bad = [p for p in args.output if p.suffix not in (".csv", ".json")]
+        if bad:
+            raise UserInputError(f"--output {bad[0]}: expected a file name ending in .csv or .json")
+        files = [find_metrics_file(run) for run in args.runs]
+        per_run = [load_metrics(path) for path in files]
+        summaries = summarize_runs(per_run)
+        for out in args.output:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.suffix == ".csv":
+                write_csv(summaries, out)
+            else:
+                write_json(summaries, args.runs, per_run, out)
+    except UserInputError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print_summary(summaries, len(per_run))
+    for out in args.output:
+        print(f"{parser.prog}: wrote {out}")

@@ -1,0 +1,131 @@
+"""``bloodcls summarize``: hand-computed mean ± sample std over runs, undefined metrics, files, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import run_cli
+
+from bloodcls.summary import summarize_main, summarize_runs, summarize_values
+
+
+def _metrics(acc: float, auroc: float | None, recall_a: float) -> dict[str, Any]:
+    """A metrics.json as bloodcls test writes it (only the keys the summary reads, plus the bulky ones)."""
+    return {
+        "n": 10,
+        "acc": acc,
+        "balanced_acc": acc - 0.1,
+        "macro_f1": acc - 0.2,
+        "macro_precision": acc,
+        "macro_recall": acc - 0.1,
+        "macro_specificity": 0.95,
+        "auroc": auroc,
+        "nll": 0.5,
+        "ece": 0.05,
+        "per_class": [
+            {
+                "class": "a",
+                "support": 5,
+                "precision": 1.0,
+                "recall": recall_a,
+                "f1": 0.9,
+                "specificity": 1.0,
+                "auroc": None,
+            },
+            {"class": "b", "support": 5, "precision": 0.8, "recall": 1.0, "f1": 0.9, "specificity": 0.9, "auroc": 0.9},
+        ],
+        "confusion_matrix": [[4, 1], [0, 5]],
+        "run": {"checkpoint": "x.ckpt"},
+    }
+
+
+def _write_run(root: Path, name: str, metrics: dict[str, Any]) -> Path:
+    run = root / name
+    (run / "test").mkdir(parents=True)
+    (run / "test" / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_summarize_values_matches_hand_computation() -> None:
+    # 0.8, 0.9, 1.0: mean 0.9; squared deviations 0.01 + 0 + 0.01 = 0.02; sample var 0.02 / 2 = 0.01 -> std 0.1.
+    s = summarize_values("acc", [0.8, 0.9, 1.0])
+    assert (s.n, s.min, s.max) == (3, 0.8, 1.0)
+    assert s.mean == pytest.approx(0.9)
+    assert s.std == pytest.approx(0.1)
+
+
+def test_undefined_values_are_not_counted_and_single_values_have_no_std() -> None:
+    s = summarize_values("auroc", [0.9, None, float("nan")])
+    assert (s.n, s.mean, s.std) == (1, 0.9, None)
+    assert summarize_values("auroc", [None, None]).mean is None
+
+
+def test_summarize_runs_covers_headline_and_per_class_metrics() -> None:
+    runs = [_metrics(0.8, 0.9, 0.6), _metrics(1.0, None, 1.0)]
+    by_name = {s.metric: s for s in summarize_runs(runs)}
+    assert list(by_name)[:3] == ["acc", "balanced_acc", "macro_f1"]
+    assert by_name["acc"].mean == pytest.approx(0.9)
+    assert by_name["acc"].std == pytest.approx(math.sqrt(0.02))  # deviations 0.1, 0.1 -> var 0.02 / 1
+    assert by_name["balanced_acc"].mean == pytest.approx(0.8)
+    assert (by_name["auroc"].n, by_name["auroc"].mean) == (1, 0.9)  # undefined in the second run
+    assert by_name["recall/a"].mean == pytest.approx(0.8)
+    assert by_name["recall/a"].std == pytest.approx(math.sqrt(0.08))  # 0.6 and 1.0: deviations 0.2 -> 0.08
+    assert by_name["auroc/a"].n == 0
+
+
+def test_command_prints_table_and_writes_csv_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [_write_run(tmp_path, f"fold{i}", _metrics(acc, 0.9, 1.0)) for i, acc in enumerate((0.8, 0.9, 1.0))]
+    out_csv, out_json = tmp_path / "out" / "summary.csv", tmp_path / "out" / "summary.json"
+    summarize_main([*map(str, runs), "--output", str(out_csv), "--output", str(out_json)])
+    printed = capsys.readouterr().out
+    assert "over 3 runs" in printed
+    assert "90.00 ± 10.00" in printed  # acc in percent
+
+    rows = {row["metric"]: row for row in csv.DictReader(out_csv.open())}
+    assert float(rows["acc"]["mean"]) == pytest.approx(0.9)
+    assert float(rows["acc"]["std"]) == pytest.approx(0.1)
+    assert rows["acc"]["n"] == "3"
+    assert rows["auroc/a"]["mean"] == ""  # undefined everywhere: an empty cell, not "None"
+
+    doc = json.loads(out_json.read_text())
+    assert doc["runs"] == [str(r) for r in runs]
+    assert doc["metrics"]["acc"]["values"] == [0.8, 0.9, 1.0]
+    assert doc["metrics"]["f1/b"]["mean"] == pytest.approx(0.9)
+
+
+def test_missing_metrics_file_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = _write_run(tmp_path, "fold0", _metrics(0.9, 0.9, 1.0))
+    missing = tmp_path / "fold1"
+    missing.mkdir()
+    with pytest.raises(SystemExit) as exc:
+        summarize_main([str(good), str(missing)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{missing}: no test/metrics.json" in err
+
+
+def test_bad_output_suffix_and_bad_json_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = _write_run(tmp_path, "fold0", _metrics(0.9, 0.9, 1.0))
+    with pytest.raises(SystemExit):
+        summarize_main([str(good), "--output", str(tmp_path / "summary.txt")])
+    assert "expected a file name ending in .csv or .json" in capsys.readouterr().err
+    broken = tmp_path / "broken" / "test"
+    broken.mkdir(parents=True)
+    (broken / "metrics.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        summarize_main([str(broken.parent)])
+    assert "not a readable metrics.json" in capsys.readouterr().err
+
+
+def test_console_script_routes_to_summarize(tmp_path: Path) -> None:
+    run = _write_run(tmp_path, "seed0", _metrics(0.9, 0.9, 1.0))
+    result = run_cli("summarize", str(run), "--output", str(tmp_path / "s.csv"))
+    assert result.returncode == 0, result.stderr
+    assert "over 1 run " in result.stdout
+    assert (tmp_path / "s.csv").is_file()
