@@ -42,6 +42,7 @@ MIN_FEATURE_SIZE = 64  # px; below this the shape and texture features lose thei
 _PLACEHOLDER_MODEL = "bloodcls.strategies.Supervised"
 # Options of this command; everything else on the command line goes to the config parser in its original order.
 _OWN_OPTIONS = ("--method", "--split_file", "--output", "--image_size", "--workers")
+_MAX_ERROR_CHARS = 300
 
 
 class _Parser(argparse.ArgumentParser):
@@ -235,6 +236,14 @@ def run_baseline(
         "segmentation_fallbacks": fallbacks,
         "feature_seconds": round(seconds, 2),
     }
+    # The same data summary as the deep models' test report (bloodcls.evaluation.callbacks.TestReport).
+    report = dm.data_report()
+    extra["data"] = {k: report[k] for k in ("source", "root", "n_listed", "n_usable", "image_size")}
+    extra["data"] |= {
+        "n_skipped": len(report["skipped"]),
+        "n_duplicate_groups": len(report["duplicate_groups"]),
+        "n_label_conflicts": len(report["label_conflicts"]),
+    }
     result = write_report(
         out_dir, probs, labels[rows[S.TEST]], names, paths=[ids[i] for i in rows[S.TEST]], extra=extra
     )
@@ -252,7 +261,9 @@ def _one_line(message: str) -> str:
     """jsonargparse explains a bad value over several indented lines; keep the lines that say what is wrong."""
     noise = ("Subtypes:", "Given value type:", "Given value:", "Expected a <class 'NoneType'>")
     lines = [line.strip(" -") for line in message.strip().splitlines()]
-    return " ".join(line for line in lines if line and not line.startswith(noise))
+    text = " ".join(line for line in lines if line and not line.startswith(noise))
+    # jsonargparse quotes the offending value whole (e.g. a non-YAML file given as --config): keep the gist.
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
 
 
 def baseline_main(argv: list[str] | None = None) -> None:

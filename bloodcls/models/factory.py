@@ -19,6 +19,16 @@ def available_backbones(pattern: str = "*") -> list[str]:
     return timm.list_models(pattern)
 
 
+def pretrained_input_size(name: str) -> int | None:
+    """Side of the square input ``name``'s pretrained weights were trained at (timm's pretrained config), or
+    None for an unknown name or a config without one. Non-square inputs report their height."""
+    if not timm.is_model(name):
+        return None
+    cfg = timm.models.get_pretrained_cfg(name)
+    size = getattr(cfg, "input_size", None) if cfg is not None else None
+    return int(size[-2]) if size else None
+
+
 def _check_name(name: str) -> None:
     if timm.is_model(name):
         return

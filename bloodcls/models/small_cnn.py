@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
@@ -74,13 +76,13 @@ default_cfgs = generate_default_cfgs({"bloodcls_cnn_small.untrained": _cfg(), "b
 
 
 @register_model
-def bloodcls_cnn_small(pretrained: bool = False, **kwargs: object) -> SmallCNN:
+def bloodcls_cnn_small(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
     """~0.3 M parameters: four blocks of 16-32-64-128 channels; trains on 64 px crops in seconds per epoch."""
     return build_model_with_cfg(SmallCNN, "bloodcls_cnn_small", pretrained, **kwargs)
 
 
 @register_model
-def bloodcls_cnn_tiny(pretrained: bool = False, **kwargs: object) -> SmallCNN:
+def bloodcls_cnn_tiny(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
     """~25 k parameters (8-16-32 channels): for tests and smoke runs."""
     kwargs.setdefault("widths", (8, 16, 32))
     return build_model_with_cfg(SmallCNN, "bloodcls_cnn_tiny", pretrained, **kwargs)

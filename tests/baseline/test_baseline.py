@@ -137,6 +137,8 @@ def test_command_writes_the_deep_models_report(tmp_path: Path, capsys: pytest.Ca
     run = metrics["run"]
     assert run["method"] == "rf" and run["features"] == FEATURE_NAMES
     assert run["split"] == str(tmp_path / "split.csv") and run["image_size"] == 64
+    # The same data summary as a deep model's test report.
+    assert run["data"]["source"] == "synthetic" and run["data"]["n_usable"] == 150
     assert "report written to" in capsys.readouterr().out
 
 
@@ -159,3 +161,15 @@ def test_command_errors_are_one_line_and_exit_2(
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bloodcls baseline: error: ") and message in err[0]
+
+
+def test_a_config_that_is_not_yaml_config_gives_one_short_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("\n".join(f"line {i}: not a config" for i in range(200)))
+    with pytest.raises(SystemExit) as exc:
+        baseline_main(["--config", str(text)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bloodcls baseline: error: ") and len(err[0]) < 400

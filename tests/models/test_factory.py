@@ -1,9 +1,11 @@
-"""One door for networks: names, pretrained weights from a local file, a URL (local server), offline errors."""
+"""One door for networks: names, pretrained weights from a local file, a URL (local server), offline errors, and
+the pretrained config deciding input size and normalisation."""
 
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +13,13 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+import yaml
+from conftest import REPO
+from jsonargparse import Namespace
 
+from bloodcls.cli import _resolve_image_size, main
 from bloodcls.errors import UserInputError
-from bloodcls.models import available_backbones, create_backbone
+from bloodcls.models import available_backbones, create_backbone, pretrained_input_size
 
 
 @pytest.fixture
@@ -74,3 +80,61 @@ def test_missing_weights_file_and_offline_hub_have_clear_errors(
 def test_one_class_head_is_refused() -> None:
     with pytest.raises(UserInputError, match="at least 2 classes"):
         create_backbone("bloodcls_cnn_tiny", 1)
+
+
+def test_pretrained_input_size_comes_from_the_weights_config() -> None:
+    assert pretrained_input_size("resnet50") == 224 and pretrained_input_size("inception_v3") == 299
+    assert pretrained_input_size("test_resnet") == 160 and pretrained_input_size("no_such_net") is None
+
+
+@pytest.mark.parametrize(
+    ("model_args", "image_size", "expected"),
+    [
+        ({"backbone": "test_resnet", "pretrained": True}, None, 160),
+        ({"backbone": "test_resnet", "pretrained_weights": "w.pth"}, None, 160),
+        ({"backbone": "test_resnet", "pretrained": False}, None, 64),  # untrained: the platform default
+        ({"backbone": "test_resnet", "pretrained": True}, 96, 96),  # an explicit size always wins
+    ],
+)
+def test_cli_resolves_a_null_image_size_from_the_pretrained_config(
+    model_args: dict[str, object], image_size: int | None, expected: int
+) -> None:
+    config = Namespace(
+        model=Namespace(init_args=Namespace(**{"pretrained": False, "pretrained_weights": None, **model_args})),
+        data=Namespace(init_args=Namespace(image_size=image_size)),
+    )
+    _resolve_image_size(config)
+    assert config.data.init_args.image_size == expected
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_pretrained_fit_trains_at_the_weights_input_size_with_their_normalisation(tmp_path: Path) -> None:
+    # test_resnet's pretrained config: 160 px, mean = std = 0.5 -- both differ from the 64 px ImageNet defaults.
+    torch.save(timm.create_model("test_resnet", num_classes=10).state_dict(), tmp_path / "w.pth")
+    runs = tmp_path / "runs"
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "quickstart.yaml"),
+            "--model.init_args.backbone=test_resnet",
+            f"--model.init_args.pretrained_weights={tmp_path / 'w.pth'}",
+            "--data.init_args.image_size=null",
+            "--data.init_args.synthetic_per_class=6",
+            "--data.init_args.num_workers=0",
+            "--data.init_args.batch_size=8",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            f"--trainer.logger.init_args.save_dir={runs}",
+        ]
+    )
+    run = runs / "quickstart" / "version_0"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["init_args"]["image_size"] == 160  # resolved, so `bloodcls test` reuses the number
+    assert json.loads((run / "data_report.json").read_text())["image_size"] == 160
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert torch.allclose(state["mean"].flatten(), torch.full((3,), 0.5 * 255))
+    assert torch.allclose(state["std"].flatten(), torch.full((3,), 0.5 * 255))

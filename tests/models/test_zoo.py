@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import pytest
@@ -13,12 +14,15 @@ import torch
 import yaml
 from conftest import REPO
 
+from bloodcls.cli import main
+from bloodcls.errors import UserInputError
 from bloodcls.models import create_backbone
 from bloodcls.models.capsnet import margin_loss, squash
 from bloodcls.models.dbn import DBN, cd_step
 from bloodcls.models.recurrent import RecurrentClassifier
 from bloodcls.models.zoo import ZOO_MODELS
-from bloodcls.strategies import Supervised
+from bloodcls.strategies import FixMatch, MeanTeacher, Supervised
+from bloodcls.strategies.rbm_pretraining import GreedyRBMPretraining
 
 MODEL_CONFIGS = sorted((REPO / "configs" / "models").glob("*.yaml"))
 TIMM_IN_CONFIGS = {
@@ -108,6 +112,30 @@ def test_one_supervised_step_on_uint8_images_is_finite_with_gradients(name: str)
     if name == "hybrid_inception_xception":  # both trunks learn
         assert any(n.startswith("inception.") for n in grads) and any(n.startswith("xception.") for n in grads)
     assert model.embed(batch["image"]).shape == (2, model.net.num_features)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+@pytest.mark.parametrize("strategy", ["fixmatch", "mean_teacher"])
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_semi_supervised_step_reaches_every_network_through_its_unlabeled_term(name: str, strategy: str) -> None:
+    torch.manual_seed(0)
+    common: dict[str, Any] = {"num_classes": 3, "backbone": name}
+    model: Any = (
+        FixMatch(threshold=0.0, mu=1, **common)
+        if strategy == "fixmatch"
+        else MeanTeacher(rampup_epochs=0, consistency_weight=1.0, **common)
+    )
+    size = _min_size(name)
+    views = model.unlabeled_views()
+    unlabeled = {key: torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8) for key in views}
+    unlabeled |= {"true_label": torch.tensor([0, 1]), "index": torch.arange(2), "pool_index": torch.arange(2)}
+    model.train()
+    out = model.unlabeled_loss(unlabeled, 0)
+    assert torch.isfinite(out.loss) and out.loss.item() > 0
+    out.loss.backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.net.parameters() if p.grad is not None) > 0
+    if strategy == "mean_teacher":
+        assert all(p.grad is None for p in model.teacher.parameters())
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -254,3 +282,36 @@ def test_backbone_kwargs_reach_the_network() -> None:
     model = Supervised(num_classes=3, backbone="bloodcls_rnn", backbone_kwargs={"mode": "patches", "cell": "gru"})
     assert any(isinstance(m, torch.nn.GRU) for m in model.net.modules())
     assert not any(isinstance(m, torch.nn.LSTM) for m in model.net.modules())
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_dbn_config_pretrains_the_rbms_on_training_images_before_fine_tuning(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "quickstart.yaml"),
+            "--config",
+            str(REPO / "configs" / "models" / "bloodcls_dbn.yaml"),
+            "--data.init_args.synthetic_per_class=12",
+            "--data.init_args.num_workers=0",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            f"--trainer.logger.init_args.save_dir={runs}",
+        ]
+    )
+    state = torch.load(runs / "quickstart" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    # Only greedy pretraining touches the visible biases (buffers); it starts them at the data's log-odds.
+    for i in range(2):
+        assert state["state_dict"][f"net.v_bias_{i}"].abs().sum() > 0, i
+
+
+def test_rbm_pretraining_refuses_a_backbone_without_rbms() -> None:
+    model = Supervised(num_classes=3, backbone="bloodcls_cnn_tiny")
+    trainer = SimpleNamespace(ckpt_path=None, datamodule=None)
+    with pytest.raises(UserInputError, match="has no RBMs to pretrain; use model.init_args.backbone bloodcls_dbn"):
+        GreedyRBMPretraining().on_fit_start(trainer, model)  # type: ignore[arg-type]
