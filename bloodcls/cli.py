@@ -16,10 +16,13 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_info
 
-from bloodcls.data.datamodule import BloodCellDataModule
+from bloodcls.data.datamodule import DEFAULT_IMAGE_SIZE, BloodCellDataModule
 from bloodcls.errors import UserInputError
 from bloodcls.evaluation.callbacks import PredictionsCSV, TestReport
+from bloodcls.loggers import SaveConfigToLoggers, fill_wandb_defaults, logger_specs
+from bloodcls.models import pretrained_input_size
 from bloodcls.strategies.base import Classifier
 
 TRAINER_COMMANDS: dict[str, str] = {
@@ -75,6 +78,7 @@ class BloodCLI(LightningCLI):
             subclass_mode_data=True,
             auto_configure_optimizers=False,
             seed_everything_default=0,
+            save_config_callback=SaveConfigToLoggers,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
                 "logger": lazy_instance(CSVLogger, save_dir="runs", name="bloodcls"),
@@ -117,21 +121,43 @@ class BloodCLI(LightningCLI):
                 f"checkpoint.monitor={monitor}: checkpoints are selected on validation metrics (val/...), "
                 "never on test metrics"
             )
+        _resolve_image_size(config)
+        fill_wandb_defaults(config, self.subcommand)
         if self.subcommand in ("validate", "test", "predict"):
             self._log_next_to_checkpoint(config)
 
     def _log_next_to_checkpoint(self, config: object) -> None:
         """Evaluating a checkpoint writes into ``<its run dir>/<subcommand>/`` instead of a new version dir."""
         ckpt_path = config.get("ckpt_path")  # type: ignore[attr-defined]
-        logger = config.get("trainer", {}).get("logger")  # type: ignore[attr-defined]
-        if not ckpt_path or not logger or "CSVLogger" not in str(getattr(logger, "class_path", "")):
+        if not ckpt_path or Path(ckpt_path).parent.name != "checkpoints":
             return
         ckpt = Path(ckpt_path)
-        if ckpt.parent.name != "checkpoints":
-            return
-        logger.init_args.save_dir = str(ckpt.parent.parent)
-        logger.init_args.name = ""
-        logger.init_args.version = self.subcommand
+        # A W&B logger alongside keeps its own place: a new run "<name>-<subcommand>" in the fit run's group.
+        for logger in logger_specs(config):
+            if "CSVLogger" in str(logger.class_path):
+                logger.init_args.save_dir = str(ckpt.parent.parent)
+                logger.init_args.name = ""
+                logger.init_args.version = self.subcommand
+
+
+def _resolve_image_size(config: Any) -> None:
+    """``data.image_size: null`` becomes the backbone's pretrained input size when the model loads pretrained
+    weights (timm's pretrained config; normalisation comes from the same config), else the datamodule default.
+    Resolved before instantiation, so the saved config.yaml -- and ``bloodcls test`` on it -- has the number."""
+    data_args = (config.get("data") or {}).get("init_args")
+    model_args = (config.get("model") or {}).get("init_args")
+    if data_args is None or model_args is None or "image_size" not in data_args:
+        return
+    pretrained = bool(model_args.get("pretrained") or model_args.get("pretrained_weights"))
+    backbone = str(model_args.get("backbone") or "")
+    native = pretrained_input_size(backbone) if pretrained else None
+    if data_args.image_size is None:
+        data_args.image_size = native or DEFAULT_IMAGE_SIZE
+    elif native is not None and native != data_args.image_size:
+        rank_zero_info(
+            f"bloodcls: {backbone}'s pretrained weights were trained at {native} px; using data.image_size="
+            f"{data_args.image_size} (data.image_size null uses {native} px)"
+        )
 
 
 def _print_overview() -> None:

@@ -13,13 +13,15 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from bloodcls.data import splits as S
 from bloodcls.data.cache import CacheMode, decode_files, hash_arrays, resize_arrays
 from bloodcls.data.datasets import ConcatArrays, ImageArrayDataset, IndexedArrayView
 from bloodcls.data.sampling import (
     BalancedClassSampler,
+    DrawWithReplacement,
+    EvalShardSampler,
     SamplerName,
     class_counts,
     smote_oversample,
@@ -56,6 +58,9 @@ class LoadedData:
     cache_file: str | None = None
 
 
+DEFAULT_IMAGE_SIZE = 64  # px: the resolution of the CPU-friendly configs
+
+
 @dataclass
 class PseudoLabels:
     """Accepted pseudo-labels for a self-training round, addressed by position in the unlabeled pool."""
@@ -74,6 +79,8 @@ class BloodCellDataModule(L.LightningDataModule):
             folder with ``bloodmnist*.npz``. ``None`` uses the embedded synthetic dataset.
         source: ``auto`` picks from ``root``; or force ``folder|csv|bloodmnist|synthetic``.
         image_size: training resolution; images are decoded and resized to it once (decode-once cache).
+            ``None``: the backbone's pretrained input size when the model loads pretrained weights (the
+            CLI resolves it from the model's config), else ``DEFAULT_IMAGE_SIZE`` (64).
         val_fraction, test_fraction: stratified held-out fractions per class.
         n_folds, fold: stratified k-fold instead; ``fold`` is the test fold.
         labels_per_class, labeled_fraction: labeled budget of the training split; the rest becomes the
@@ -97,14 +104,15 @@ class BloodCellDataModule(L.LightningDataModule):
         unlabeled_batch_size: unlabeled images per step for semi-supervised strategies (default:
             ``batch_size`` times the strategy's ``unlabeled_ratio``, e.g. FixMatch's mu).
         steps_per_epoch: fixed optimisation steps per epoch (samplers draw with replacement); recommended for
-            semi-supervised runs, where a 10-labels-per-class set would otherwise make one-step epochs.
+            semi-supervised runs, where a 10-labels-per-class set would otherwise make one-step epochs. Under DDP
+            it is the step count of every rank (each batch is per device; the ranks draw disjoint shares).
     """
 
     def __init__(
         self,
         root: str | None = None,
         source: SourceName = "auto",
-        image_size: int = 64,
+        image_size: int | None = None,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
@@ -137,6 +145,7 @@ class BloodCellDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
         if image_size < 8:
             raise UserInputError(f"data.image_size={image_size} must be >= 8")
         if batch_size < 1:
@@ -339,11 +348,30 @@ class BloodCellDataModule(L.LightningDataModule):
 
     def _train_sampler(self, labels: np.ndarray) -> Sampler[int] | None:
         seed = int(self.hparams.split_seed)
+        rank, world = self._shard()
         if self.sampler == "weighted":
-            return weighted_sampler(labels, self.num_classes, self.hparams.sampler_power, seed)
+            power = self.hparams.sampler_power
+            return weighted_sampler(labels, self.num_classes, power, seed, rank=rank, world_size=world)
         if self.sampler == "balanced":
-            return BalancedClassSampler(labels, seed=seed)
+            return BalancedClassSampler(labels, seed=seed, rank=rank, world_size=world)
         return None
+
+    def _shard(self) -> tuple[int, int]:
+        """(rank, world size) of this process; (0, 1) outside a distributed trainer. Our samplers shard themselves;
+        a plain shuffled loader is sharded by Lightning's DistributedSampler."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def _eval_sampler(self, n: int) -> Sampler[int] | None:
+        """Under DDP, val/test images are split across ranks without the padding repeats of a DistributedSampler,
+        so synced metrics count every image once. Every rank needs at least one image: DDP syncs buffers on the
+        first evaluation forward, so a tiny set (fewer images than ranks) keeps Lightning's padded sampler."""
+        rank, world = self._shard()
+        if world == 1 or n < world:
+            return None
+        return EvalShardSampler(n, rank, world)
 
     def _loader(
         self, dataset: ImageArrayDataset, batch_size: int, train: bool, sampler: Sampler[int] | None = None
@@ -369,25 +397,24 @@ class BloodCellDataModule(L.LightningDataModule):
         }
 
     def _epoch_sampler(self, labels: np.ndarray, batch_size: int, sampler: str) -> Sampler[int] | None:
-        """The configured sampler; with ``steps_per_epoch`` every sampler draws exactly steps x batch indices."""
+        """The configured sampler; with ``steps_per_epoch`` every sampler draws exactly steps x batch indices on
+        each rank (under DDP: disjoint shares of one draw of world x steps x batch)."""
         steps = self.hparams.steps_per_epoch
         seed = int(self.hparams.split_seed)
+        rank, world = self._shard()
         if steps is None:
             return (
                 self._train_sampler(labels)
                 if sampler == self.sampler
-                else _named_sampler(labels, sampler, self.num_classes, seed)
+                else _named_sampler(labels, sampler, self.num_classes, seed, rank, world)
             )
         n = int(steps) * batch_size
         if sampler == "balanced":
-            return BalancedClassSampler(labels, num_samples=n, seed=seed)
+            return BalancedClassSampler(labels, num_samples=n, seed=seed, rank=rank, world_size=world)
         if sampler == "weighted":
-            s = weighted_sampler(labels, self.num_classes, self.hparams.sampler_power, seed)
-            s.num_samples = n
-            return s
-        return RandomSampler(
-            range(len(labels)), replacement=True, num_samples=n, generator=torch.Generator().manual_seed(seed)
-        )
+            power = self.hparams.sampler_power
+            return weighted_sampler(labels, self.num_classes, power, seed, num_samples=n, rank=rank, world_size=world)
+        return DrawWithReplacement(len(labels), n, seed=seed, rank=rank, world_size=world)
 
     def _model_hook(self, name: str, default: Any) -> Any:
         model = self.trainer.lightning_module if self.trainer is not None else None
@@ -440,7 +467,10 @@ class BloodCellDataModule(L.LightningDataModule):
         )
         steps = self.hparams.steps_per_epoch
         n = (int(steps) if steps else max(1, len(dataset) // n_pseudo)) * n_pseudo
-        pseudo_sampler = BalancedClassSampler(pseudo.labels, num_samples=n, seed=int(self.hparams.split_seed))
+        rank, world = self._shard()
+        pseudo_sampler = BalancedClassSampler(
+            pseudo.labels, num_samples=n, seed=int(self.hparams.split_seed), rank=rank, world_size=world
+        )
         labeled_sampler = self._epoch_sampler(labeled.labels, n_labeled, self.sampler)
         return CombinedLoader(
             {
@@ -511,13 +541,14 @@ class BloodCellDataModule(L.LightningDataModule):
         return self._pseudo
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(S.VAL, self.eval_views), self.eval_batch_size, False)
+        dataset = self._dataset(S.VAL, self.eval_views)
+        return self._loader(dataset, self.eval_batch_size, False, self._eval_sampler(len(dataset)))
 
     def test_dataloader(self) -> DataLoader:
         dataset = self._dataset(S.TEST, self.eval_views)
         if len(dataset) == 0:
             raise UserInputError("the test split is empty (data.test_fraction=0?)")
-        return self._loader(dataset, self.eval_batch_size, False)
+        return self._loader(dataset, self.eval_batch_size, False, self._eval_sampler(len(dataset)))
 
     def predict_dataloader(self) -> DataLoader:
         if self.hparams.predict_root is None:
@@ -615,11 +646,14 @@ class BloodCellDataModule(L.LightningDataModule):
 
     def _write_run_files(self) -> None:
         trainer = self.trainer
-        if self._run_files_written or trainer is None or not trainer.is_global_zero:
+        if self._run_files_written or trainer is None:
             return
+        # trainer.log_dir broadcasts from rank 0 under DDP: every rank must ask, or rank 0 waits forever.
         directory = Path(trainer.log_dir or trainer.default_root_dir)
-        path = self.write_split(directory)
         self._run_files_written = True
+        if not trainer.is_global_zero:
+            return
+        path = self.write_split(directory)
         counts = S.subset_counts(self.data.listing.labels, self.subsets, self.num_classes)
         rank_zero_info(
             f"split written to {path}: "
@@ -627,11 +661,13 @@ class BloodCellDataModule(L.LightningDataModule):
         )
 
 
-def _named_sampler(labels: np.ndarray, name: str, num_classes: int, seed: int) -> Sampler[int] | None:
+def _named_sampler(
+    labels: np.ndarray, name: str, num_classes: int, seed: int, rank: int = 0, world: int = 1
+) -> Sampler[int] | None:
     if name == "balanced":
-        return BalancedClassSampler(labels, seed=seed)
+        return BalancedClassSampler(labels, seed=seed, rank=rank, world_size=world)
     if name == "weighted":
-        return weighted_sampler(labels, num_classes, 1.0, seed)
+        return weighted_sampler(labels, num_classes, 1.0, seed, rank=rank, world_size=world)
     return None
 
 

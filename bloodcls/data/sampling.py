@@ -1,13 +1,18 @@
-"""Class imbalance tools: class weights for the loss, weighted and balanced ("equilibrium") samplers, SMOTE."""
+"""Class imbalance tools: class weights for the loss, weighted and balanced ("equilibrium") samplers, SMOTE.
+
+The training samplers know about distributed training: under DDP every rank builds the same sampler with its
+``rank`` and ``world_size``, all ranks make one identical seeded draw per epoch (seeded by ``seed`` and the epoch
+Lightning passes to ``set_epoch``) and each rank takes its own disjoint, equal-length share of it.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
-import torch
-from torch.utils.data import Sampler, WeightedRandomSampler
+from torch.utils.data import DistributedSampler
 
 from bloodcls.errors import UserInputError
 
@@ -53,54 +58,171 @@ def sample_weights(labels: Sequence[int] | np.ndarray, num_classes: int, power: 
     return np.power(counts[labels_arr], -power)
 
 
+def per_rank_samples(total: int, world_size: int) -> int:
+    """Draws per rank when an epoch is ``total`` draws in all (DistributedSampler's rounding: up)."""
+    return max(1, math.ceil(total / world_size))
+
+
+class ShardedSampler(DistributedSampler):
+    """Base of samplers that shard one seeded draw per epoch across ranks themselves.
+
+    Subclassing ``DistributedSampler`` tells Lightning the sampler is already distributed, so it does not wrap it
+    in a ``DistributedSamplerWrapper`` (which would shard the shard). ``DistributedSampler.__init__`` is not
+    called: it wants a dataset and computes its own lengths; the attributes it would set are set here.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+        if num_samples < 0:
+            raise ValueError(f"num_samples={num_samples} must be >= 0")
+        self.num_samples = int(num_samples)  # per rank
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.num_replicas = int(world_size)
+        self.total_size = self.num_samples * self.num_replicas
+        self.epoch = 0
+        self.shuffle = True
+        self.drop_last = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def _rng(self) -> np.random.Generator:
+        # The same stream on every rank: only the seed and the epoch decide the draw, never the rank.
+        return np.random.default_rng([self.seed, self.epoch])
+
+
+class DrawWithReplacement(ShardedSampler):
+    """``num_samples`` draws with replacement per rank, P(image) ~ ``weights`` (uniform when ``None``).
+
+    All ranks draw the same ``world_size * num_samples`` indices and rank r keeps positions r, r + W, ... of it.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        num_samples: int,
+        weights: np.ndarray | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(num_samples, seed, rank, world_size)
+        if n < 1:
+            raise UserInputError("a sampler needs at least one image to draw from")
+        self.n = int(n)
+        if weights is None:
+            self.p: np.ndarray | None = None
+        else:
+            w = np.asarray(weights, dtype=np.float64)
+            if len(w) != n or (w < 0).any() or w.sum() <= 0:
+                raise ValueError("weights must be n non-negative numbers with a positive sum")
+            self.p = w / w.sum()
+
+    def __iter__(self) -> Iterator[int]:
+        rng = self._rng()
+        draw = rng.choice(self.n, size=self.total_size, replace=True, p=self.p)  # (W * num_samples,)
+        return iter(draw[self.rank :: self.num_replicas].tolist())
+
+
 def weighted_sampler(
-    labels: Sequence[int] | np.ndarray, num_classes: int, power: float = 1.0, seed: int = 0
-) -> WeightedRandomSampler:
-    """Draw with replacement, P(image) proportional to n_class^-power; one epoch = len(labels) draws."""
-    weights = torch.as_tensor(sample_weights(labels, num_classes, power), dtype=torch.double)
-    generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
+    labels: Sequence[int] | np.ndarray,
+    num_classes: int,
+    power: float = 1.0,
+    seed: int = 0,
+    num_samples: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DrawWithReplacement:
+    """Draw with replacement, P(image) proportional to n_class^-power; by default an epoch is ``len(labels)``
+    draws in all (split across ranks), or ``num_samples`` per rank."""
+    weights = sample_weights(labels, num_classes, power)
+    per_rank = per_rank_samples(len(weights), world_size) if num_samples is None else num_samples
+    return DrawWithReplacement(len(weights), per_rank, weights, seed, rank, world_size)
 
 
-class BalancedClassSampler(Sampler[int]):
+class BalancedClassSampler(ShardedSampler):
     """Equilibrium sampler: cycles through the classes in shuffled rounds, so every window of K consecutive
     indices holds one image of each of the K classes and each batch is (near-)exactly class balanced.
 
     Within a class, images are drawn without replacement from a reshuffled cycle, so minority images repeat
     only after all of them were seen. Call ``set_epoch`` (Lightning does) for a new order each epoch.
+    Under DDP the rounds of one draw are dealt out to the ranks in turn (round j to rank j mod W): every rank's
+    stream is still made of whole rounds (balanced batches), the shards are disjoint, and a class's images cycle
+    without replacement over all ranks together. ``num_samples`` is per rank (default: ``len(labels)`` in all).
     """
 
-    def __init__(self, labels: Sequence[int] | np.ndarray, num_samples: int | None = None, seed: int = 0) -> None:
-        self.labels = np.asarray(labels, dtype=np.int64)
-        if len(self.labels) == 0:
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        num_samples: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        labels_arr = np.asarray(labels, dtype=np.int64)
+        if len(labels_arr) == 0:
             raise UserInputError("BalancedClassSampler needs at least one labeled image")
+        per_rank = per_rank_samples(len(labels_arr), world_size) if num_samples is None else int(num_samples)
+        super().__init__(per_rank, seed, rank, world_size)
+        self.labels = labels_arr
         self.classes = np.unique(self.labels)
         self.by_class = [np.flatnonzero(self.labels == c) for c in self.classes]
-        self.num_samples = len(self.labels) if num_samples is None else int(num_samples)
-        self.seed = seed
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+    def _rounds(self, rng: np.random.Generator) -> Iterator[list[int]]:
+        """Endless rounds, each one image of every class in a shuffled class order."""
         pools = [rng.permutation(members) for members in self.by_class]
         cursors = [0] * len(pools)
-        produced = 0
-        while produced < self.num_samples:
+        while True:
+            round_: list[int] = []
             for k in rng.permutation(len(pools)):
-                if produced >= self.num_samples:
-                    break
                 if cursors[k] == len(pools[k]):
                     pools[k] = rng.permutation(self.by_class[k])
                     cursors[k] = 0
-                yield int(pools[k][cursors[k]])
+                round_.append(int(pools[k][cursors[k]]))
                 cursors[k] += 1
+            yield round_
+
+    def __iter__(self) -> Iterator[int]:
+        produced = 0
+        if self.num_samples == 0:
+            return
+        for j, round_ in enumerate(self._rounds(self._rng())):
+            if j % self.num_replicas != self.rank:
+                continue
+            for index in round_:
+                yield index
                 produced += 1
+                if produced == self.num_samples:
+                    return
+
+
+class EvalShardSampler(DistributedSampler):
+    """Evaluation under DDP: rank r gets positions r, r + W, ... once each -- no padding repeats, so metrics
+    synced across ranks equal a single-process evaluation. Shards differ in length by at most one."""
+
+    def __init__(self, n: int, rank: int, world_size: int) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+        self.n = int(n)
+        self.rank = int(rank)
+        self.num_replicas = int(world_size)
+        self.num_samples = len(range(self.rank, self.n, self.num_replicas))
+        self.total_size = self.n
+        self.epoch = 0
+        self.shuffle = False
+        self.drop_last = False
+        self.seed = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 def smote_oversample(

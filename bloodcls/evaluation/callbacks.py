@@ -1,4 +1,8 @@
-"""Callbacks that turn test and predict outputs into files: the test report and predictions.csv."""
+"""Callbacks that turn test and predict outputs into files: the test report and predictions.csv.
+
+Under DDP every rank evaluates a shard; the rows are gathered (shards may differ in length), repeats from padding
+samplers are dropped by ``index``, and rank 0 writes the files.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,14 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from bloodcls.distributed import gather_rows
 from bloodcls.evaluation.report import print_report, write_report
+from bloodcls.evaluation.wandb_report import log_test_report
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The directory a stage's outputs belong in: the logger's directory, else ``default_root_dir``."""
+    """The directory a stage's outputs belong in: the logger's directory, else ``default_root_dir``.
+    Under DDP ``trainer.log_dir`` is a broadcast: call this on every rank, never on rank 0 alone."""
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -52,19 +59,11 @@ class TestReport(Callback):
             self._outputs.append({k: v.detach().cpu() for k, v in outputs.items() if k in ("probs", "label", "index")})
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._outputs:
-            return
-        local = {k: torch.cat([o[k] for o in self._outputs]) for k in self._outputs[0]}
+        local = {k: torch.cat([o[k] for o in self._outputs]) for k in self._outputs[0]} if self._outputs else None
         # Every rank evaluated a shard; gather so the report covers the whole test split exactly once.
-        gathered = pl_module.all_gather(local)
-        if trainer.world_size > 1:
-            gathered = {k: v.flatten(0, 1) for k, v in gathered.items()}  # (world, n, ...) -> (world * n, ...)
-            # DistributedSampler pads with repeats; keep the first occurrence of each index.
-            index = gathered["index"].cpu()
-            first = {int(i): pos for pos, i in reversed(list(enumerate(index.tolist())))}
-            keep = torch.tensor(sorted(first.values()))
-            gathered = {k: v[keep] for k, v in gathered.items()}
-        if not trainer.is_global_zero:
+        gathered = gather_rows(trainer, local)
+        out_dir = Path(self.output_dir) if self.output_dir else run_dir(trainer)  # every rank: a broadcast
+        if gathered is None or not trainer.is_global_zero:
             return
         probs, labels, index = gathered["probs"].cpu(), gathered["label"].cpu(), gathered["index"].cpu()
         datamodule = trainer.datamodule
@@ -78,11 +77,10 @@ class TestReport(Callback):
             extra["data"]["n_skipped"] = len(report["skipped"])
             extra["data"]["n_duplicate_groups"] = len(report["duplicate_groups"])
             extra["data"]["n_label_conflicts"] = len(report["label_conflicts"])
-        out_dir = Path(self.output_dir) if self.output_dir else run_dir(trainer)
-        metrics = write_report(
-            out_dir, probs.numpy(), labels.numpy(), _class_names(trainer, pl_module), paths=paths, extra=extra
-        )
+        names = _class_names(trainer, pl_module)
+        metrics = write_report(out_dir, probs.numpy(), labels.numpy(), names, paths=paths, extra=extra)
         self.last_metrics = metrics
+        log_test_report(trainer.loggers, out_dir, metrics, labels.numpy(), probs.numpy().argmax(axis=1), names)
         if self.print_table:
             print_report(metrics, title=f"Test report ({len(labels)} images)")
         rank_zero_info(f"test report written to {out_dir}")
@@ -104,19 +102,19 @@ class PredictionsCSV(BasePredictionWriter):
         batch_indices: Any,
     ) -> None:
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        if not batches:
+        local = (
+            {"probs": torch.cat([b["probs"] for b in batches]).cpu(), "index": torch.cat([b["index"] for b in batches])}
+            if batches
+            else None
+        )
+        gathered = gather_rows(trainer, local)  # every rank: a collective
+        path = Path(self.output) if self.output else run_dir(trainer) / "predictions.csv"
+        if gathered is None or not trainer.is_global_zero:
             return
-        probs = torch.cat([b["probs"] for b in batches]).cpu()
-        index = torch.cat([b["index"] for b in batches]).cpu()
-        if trainer.world_size > 1:
-            probs = pl_module.all_gather(probs).flatten(0, 1).cpu()
-            index = pl_module.all_gather(index).flatten(0, 1).cpu()
-        if not trainer.is_global_zero:
-            return
+        probs, index = gathered["probs"].cpu(), gathered["index"].cpu()
         names = _class_names(trainer, pl_module)
         datamodule = trainer.datamodule
         ids = datamodule.predict_paths() if datamodule is not None else [str(i) for i in range(int(index.max()) + 1)]
-        path = Path(self.output) if self.output else run_dir(trainer) / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         seen: set[int] = set()
         with path.open("w", newline="") as fh:

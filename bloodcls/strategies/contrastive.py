@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 
+from bloodcls.distributed import gather_rows
 from bloodcls.strategies.base import Batch, Classifier
 from bloodcls.strategies.ssl_losses import nt_xent, supcon
 
@@ -50,6 +51,7 @@ class ContrastivePretrain(Classifier):
         self.projector = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, projection_dim))
         self._val_embeddings: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
+        self._val_index: list[torch.Tensor] = []
 
     def _project(self, images: torch.Tensor) -> torch.Tensor:
         return self.projector(self.embed(images))  # (B, projection_dim)
@@ -74,7 +76,10 @@ class ContrastivePretrain(Classifier):
             self.log("train/loss_unsup", loss_nt, batch_size=len(unl["image_a"]))
             total = total + loss_nt
         self.log("train/loss", total, prog_bar=True)
-        return total
+        # The classifier head takes no part in pretraining; DDP refuses parameters without a gradient, so it gets an
+        # exact zero one (keeps `--trainer.strategy ddp` working without find_unused_parameters).
+        head = [p for p in self.net.get_classifier().parameters() if p.requires_grad]
+        return total + 0.0 * sum(p.sum() for p in head) if head else total
 
     # ------------------------------------------------------------------ linear probe
     def _probe_scores(self, eval_emb: np.ndarray, eval_labels: np.ndarray) -> dict[str, float]:
@@ -98,11 +103,28 @@ class ContrastivePretrain(Classifier):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._val_embeddings.append(self.embed(batch["image"]).float().cpu())
         self._val_labels.append(batch["label"].cpu())
+        self._val_index.append(batch["index"].cpu())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_embeddings or self._trainer is None or self.trainer.sanity_checking:
-            self._val_embeddings, self._val_labels = [], []
+        local = (
+            {
+                "emb": torch.cat(self._val_embeddings),
+                "label": torch.cat(self._val_labels),
+                "index": torch.cat(self._val_index),
+            }
+            if self._val_embeddings
+            else None
+        )
+        self._val_embeddings, self._val_labels, self._val_index = [], [], []
+        if self._trainer is None or self.trainer.sanity_checking:
             return
-        scores = self._probe_scores(torch.cat(self._val_embeddings).numpy(), torch.cat(self._val_labels).numpy())
-        self._val_embeddings, self._val_labels = [], []
-        self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True)
+        # Under DDP each rank embedded a shard of the validation set: rank 0 probes all of it and shares the scores.
+        rows = gather_rows(self.trainer, local)
+        scores: Any = None
+        if rows is not None and self.trainer.is_global_zero:
+            scores = self._probe_scores(rows["emb"].numpy(), rows["label"].numpy())
+        scores = self.trainer.strategy.broadcast(scores, src=0)
+        if scores is None:
+            return
+        # Identical on every rank (broadcast); sync_dist only tells Lightning so (the mean of equal values).
+        self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=True)

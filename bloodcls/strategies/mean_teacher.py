@@ -5,6 +5,10 @@ The teacher is a frozen copy of the backbone updated as an exponential moving av
 every optimiser step; it receives no gradient. The consistency term (softmax MSE) does send gradient into the
 student -- a reference implementation once shipped a Mean Teacher whose unlabeled loss did not, which our
 contract test guards against. The consistency weight ramps up with a sigmoid schedule.
+
+Under DDP the teacher stays identical on every rank: its parameters are EMAs of the student's, which DDP keeps
+identical; the student's BatchNorm statistics are rank-local (each rank normalises its own batches), so before the
+teacher copies them they are averaged over the ranks (like timm's ``distribute_bn``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import copy
 from typing import Any
 
 import torch
+from lightning.pytorch.strategies import Strategy
 
 from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
 from bloodcls.strategies.ssl_losses import select_pseudo_labels, sigmoid_rampup, softmax_mse
@@ -25,6 +30,20 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float)
         t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)
     for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
         t.copy_(s)
+
+
+@torch.no_grad()
+def average_float_buffers(module: torch.nn.Module, strategy: Strategy) -> None:
+    """Replace every floating-point buffer (BN running mean / var) by its mean over the ranks: one all-reduce."""
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().reshape(-1).float() for b in buffers])  # (sum of buffer sizes,)
+    flat = strategy.reduce(flat, reduce_op="mean")
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset : offset + b.numel()].view_as(b))
+        offset += b.numel()
 
 
 class MeanTeacher(Classifier):
@@ -75,4 +94,7 @@ class MeanTeacher(Classifier):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Early on the student changes fast; a smaller decay lets the teacher follow (Tarvainen & Valpola).
         decay = min(self.ema_decay, 1.0 - 1.0 / (self.global_step + 1))
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            average_float_buffers(self.net, trainer.strategy)  # rank-local BN statistics -> one shared estimate
         ema_update(self.teacher, self.net, decay)

@@ -1,0 +1,201 @@
+"""Weights & Biases for bloodcls runs: a WandbLogger that goes offline by itself when no API key is configured,
+run names / groups / tags derived from the config (``FixMatch-10lpc``), and a config-saving callback that also
+logs the resolved config and the run's files (config.yaml, split.csv, data_report.json, metrics.csv) to W&B.
+
+Fit and evaluation are separate W&B runs: ``bloodcls fit`` logs a ``job_type=fit`` run; ``bloodcls test`` (or
+``validate`` / ``predict``) on one of its checkpoints logs a new run ``<name>-test`` with ``job_type=test`` in the
+same group, so the W&B UI shows them side by side, also for offline runs synced later.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import lightning as L
+import yaml
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+
+from bloodcls.errors import UserInputError
+from bloodcls.evaluation.wandb_report import wandb_loggers
+
+DEFAULT_HOST = "api.wandb.ai"
+OFFLINE_MODES = ("offline", "dryrun")
+RUN_FILES_AT_START = ("config.yaml", "split.csv", "data_report.json")
+RUN_FILES_AT_END = ("metrics.csv", "hparams.yaml")  # still growing during the run: uploaded when it finishes
+
+
+def has_wandb_credentials(env: Mapping[str, str], netrc_file: Path | None = None) -> bool:
+    """Whether W&B could log in without asking: ``WANDB_API_KEY``, an identity token file, or a netrc entry for
+    the W&B host (``wandb login`` writes one)."""
+    if env.get("WANDB_API_KEY") or env.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(env.get("WANDB_BASE_URL", f"https://{DEFAULT_HOST}")).hostname or DEFAULT_HOST
+    path = netrc_file or Path(env.get("NETRC", str(Path.home() / ".netrc")))
+    try:
+        return path.is_file() and netrc.netrc(str(path)).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_offline(offline: bool | None, env: Mapping[str, str], netrc_file: Path | None = None) -> bool:
+    """``offline`` as given; unset: follow ``WANDB_MODE`` when the user set it (W&B reads it itself), else go
+    offline exactly when there are no credentials -- a run never blocks on a login prompt or a dead network."""
+    if offline is not None:
+        return offline
+    if env.get("WANDB_MODE"):
+        return env["WANDB_MODE"] in OFFLINE_MODES
+    return not has_wandb_credentials(env, netrc_file)
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's WandbLogger with bloodcls defaults. ``bloodcls fit`` fills ``name`` (strategy + labels per
+    class), ``group`` (= name, so seeds group together), ``job_type`` and tags from the config when left unset.
+
+    Args:
+        project: W&B project.
+        name: run name (default from the config, e.g. ``FixMatch-10lpc``).
+        group: run group (default: the run name; test runs of a checkpoint join their fit run's group).
+        job_type: ``fit`` / ``test`` / ``validate`` / ``predict`` by default.
+        tags: run tags; the strategy, backbone, label budget and seed are added.
+        notes, entity: as in ``wandb.init``.
+        save_dir: where the ``wandb/`` run directories go (offline runs: ``wandb/offline-run-*``).
+        offline: ``None`` = offline when ``WANDB_MODE`` says so or no API key is configured.
+        log_model: upload checkpoints as artifacts (``True`` at the end, ``all`` as they are written; needs online).
+        id: resume a run with this id.
+    """
+
+    def __init__(
+        self,
+        project: str = "bloodcls",
+        name: str | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
+        tags: list[str] | None = None,
+        notes: str | None = None,
+        entity: str | None = None,
+        save_dir: str = "runs",
+        offline: bool | None = None,
+        log_model: bool | Literal["all"] = False,
+        id: str | None = None,
+    ) -> None:
+        resolved = resolve_offline(offline, os.environ)
+        if resolved and log_model:
+            raise UserInputError(
+                f"trainer.logger WandbLogger: log_model={log_model} needs an online run, but W&B is offline "
+                "(no API key: run `wandb login` or set WANDB_API_KEY; or set log_model: false)"
+            )
+        Path(save_dir).mkdir(parents=True, exist_ok=True)  # wandb falls back to a temp dir when it is missing
+        init: dict[str, Any] = {"group": group, "job_type": job_type, "tags": tags, "notes": notes, "entity": entity}
+        super().__init__(
+            name=name,
+            save_dir=save_dir,
+            offline=resolved,
+            project=project,
+            log_model=log_model,
+            id=id,
+            **{k: v for k, v in init.items() if v is not None},
+        )
+
+
+# ---------------------------------------------------------------------- defaults from the CLI config
+def _get(namespace: Any, key: str, default: Any = None) -> Any:
+    value = namespace.get(key, default) if hasattr(namespace, "get") else default
+    return default if value is None else value
+
+
+def logger_specs(config: Any) -> list[Any]:
+    """The ``trainer.logger`` entries of a parsed config that are class specs (one, a list, or none)."""
+    logger = _get(_get(config, "trainer", {}), "logger")
+    items = logger if isinstance(logger, list) else [logger]
+    return [item for item in items if hasattr(item, "get") and item.get("class_path")]
+
+
+def is_wandb_spec(spec: Any) -> bool:
+    return str(spec.get("class_path", "")).endswith("WandbLogger")
+
+
+def default_run_name(config: Any) -> str:
+    """``<Strategy>-<budget>``: ``FixMatch-10lpc``, ``Supervised-5pct``, ``Supervised-all``."""
+    strategy = str(_get(_get(config, "model", {}), "class_path", "Classifier")).rsplit(".", 1)[-1]
+    data_args = _get(_get(config, "data", {}), "init_args", {})
+    per_class = _get(data_args, "labels_per_class")
+    fraction = _get(data_args, "labeled_fraction")
+    if per_class is not None:
+        return f"{strategy}-{per_class}lpc"
+    if fraction is not None:
+        return f"{strategy}-{round(100 * float(fraction), 2):g}pct"
+    return f"{strategy}-all"
+
+
+def default_tags(config: Any) -> list[str]:
+    """Strategy, backbone, label budget and seed, for filtering runs in the W&B UI."""
+    model_args = _get(_get(config, "model", {}), "init_args", {})
+    strategy, budget = default_run_name(config).split("-", 1)
+    tags = [strategy, budget, f"seed{_get(config, 'seed_everything', 0)}"]
+    backbone = _get(model_args, "backbone")
+    return tags + ([str(backbone)] if backbone else [])
+
+
+def fill_wandb_defaults(config: Any, subcommand: str | None) -> None:
+    """Fill unset name / group / job_type / tags of every W&B logger in ``config`` (in place, before
+    instantiation, so the saved config.yaml carries them and ``bloodcls test`` on the run finds them)."""
+    job = subcommand or "fit"
+    for spec in logger_specs(config):
+        args = spec.get("init_args")
+        if not is_wandb_spec(spec) or args is None:
+            continue
+        name = args.get("name") or default_run_name(config)
+        if "group" in args and not args.get("group"):
+            args.group = name
+        if "job_type" in args and args.get("job_type") in (None, "fit"):
+            args.job_type = job
+        if job != "fit" and not name.endswith(f"-{job}"):
+            name = f"{name}-{job}"
+        args.name = name
+        if "tags" in args:
+            tags = list(args.get("tags") or [])
+            args.tags = tags + [t for t in default_tags(config) if t not in tags]
+
+
+# ---------------------------------------------------------------------- config and run files on W&B
+class SaveConfigToLoggers(SaveConfigCallback):
+    """Lightning's config.yaml next to the run, plus -- with a W&B logger -- the resolved config in the W&B run's
+    config (under ``config``) and the run's files in its Files tab."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # trainer.log_dir is a broadcast under DDP; save_config (rank 0 only) must not ask for it.
+        self.run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        loggers = wandb_loggers(trainer.loggers)
+        if not loggers:
+            return
+        resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in loggers:
+            logger.experiment.config.update({"config": resolved}, allow_val_change=True)
+        self._save_files(trainer, RUN_FILES_AT_START[:1], "now")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:  # split.csv / data_report.json exist once the train loader was built
+            self._save_files(trainer, RUN_FILES_AT_START[1:], "now")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:  # W&B expands the names now and uploads the contents when the run finishes
+            self._save_files(trainer, RUN_FILES_AT_END, "end")
+
+    def _save_files(self, trainer: L.Trainer, names: tuple[str, ...], policy: Literal["now", "end"]) -> None:
+        run_dir = getattr(self, "run_dir", None)
+        if run_dir is None:
+            return
+        for logger in wandb_loggers(trainer.loggers):
+            for name in names:
+                path = run_dir / name
+                if path.is_file():
+                    logger.experiment.save(str(path), base_path=str(run_dir), policy=policy)
