@@ -13,11 +13,12 @@ from typing import Any
 
 from jsonargparse import lazy_instance
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from bloodcls.checkpointing import BestAndLastCheckpoint
 from bloodcls.data.datamodule import DEFAULT_IMAGE_SIZE, BloodCellDataModule
 from bloodcls.errors import UserInputError
 from bloodcls.evaluation.callbacks import PredictionsCSV, TestReport
@@ -92,7 +93,7 @@ class BloodCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/balanced_acc",
@@ -204,6 +205,10 @@ def _quiet_third_party_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # Evaluating a checkpoint restores its ModelCheckpoint state too; the moved-dirpath notice is irrelevant there.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    if "SLURM_JOB_ID" not in os.environ:
+        # Outside an allocation, "srun is available but not used" is noise on any machine with Slurm installed;
+        # inside one it is a real hint (a job step started without srun), so it stays there.
+        warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage()
     )
