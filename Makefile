@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 RUN ?= runs/quickstart/demo
 
-.PHONY: demo test lint typecheck bench bench-label-efficiency clean
+.PHONY: demo test lint typecheck bench bench-label-efficiency bench-throughput bench-data bench-inference \
+	bench-time-to-accuracy bench-model-zoo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +32,30 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
-## bench: all benchmarks (never part of `make test`); results under bench/results/
-bench: bench-label-efficiency
+## bench: the speed benchmarks (never part of `make test`); results under bench/results/. The long accuracy grids
+## (bench-label-efficiency, bench-model-zoo) are separate targets: hours on a 2-core CPU.
+bench: bench-throughput bench-data bench-inference bench-time-to-accuracy
+
+## bench-throughput: plain PyTorch loop vs bloodcls fit vs recommended CPU settings (PBC, 64 px, resnet18, batch 64)
+bench-throughput: $(VENV)/.installed
+	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
+
+## bench-data: decode-once cache (cold vs later epochs), loader images/s vs the model's, cache memory
+## (after bench-throughput: it reads bench/results/throughput/throughput.json)
+bench-data: $(VENV)/.installed
+	$(BIN)/python bench/data_pipeline.py $(BENCH_ARGS)
+
+## bench-inference: bloodcls predict vs ONNX Runtime, with the export parity check (needs the export extra)
+bench-inference: $(VENV)/.installed-dev
+	$(BIN)/python bench/inference.py $(BENCH_ARGS)
+
+## bench-time-to-accuracy: minutes of CPU training until PBC test accuracy reaches 97 % / 98 %
+bench-time-to-accuracy: $(VENV)/.installed
+	$(BIN)/python bench/time_to_accuracy.py --config configs/pbc/resnet18_64px_fast.yaml $(BENCH_ARGS)
+
+## bench-model-zoo: every configs/models/*.yaml (+ classical baselines) on the PBC split, fixed epoch budget
+bench-model-zoo: $(VENV)/.installed
+	$(BIN)/python bench/model_zoo.py $(BENCH_ARGS)
 
 ## bench-label-efficiency: supervised vs semi-supervised strategies at 10/20/50/100 labels per class on PBC
 bench-label-efficiency: $(VENV)/.installed

@@ -1,0 +1,276 @@
+"""``bloodcls export``: a checkpoint to ONNX with its preprocessing built in, plus an ONNX Runtime parity check on
+the run's held-out test split.
+
+The exported graph's contract (also stored in the model's metadata and in ``<output>.json``):
+
+- input ``images``: uint8, (batch, 3, S, S), RGB, channel-first, S = the run's ``data.image_size``; the batch
+  dimension is dynamic. Give it the pixels as decoded (0..255): scaling and normalisation are inside the graph,
+  exactly as in training (``Classifier.preprocess``).
+- output ``probabilities``: float32, (batch, K), softmax over the classes in ``class_names`` order.
+
+    bloodcls export --ckpt_path RUN/checkpoints/best.ckpt --format onnx [--output FILE.onnx] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+from torch import nn
+
+from bloodcls.errors import MissingPathError, UserInputError
+
+PROG = "bloodcls export"
+FORMATS = ("onnx",)
+INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+DEFAULT_TOLERANCE = 1e-4
+
+
+class ProbabilitiesModel(nn.Module):
+    """The exported function: uint8 images (B, 3, S, S) -> class probabilities (B, K), through the strategy's own
+    ``forward`` (so e.g. Mean Teacher exports its teacher when it evaluates with it)."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(images).float().softmax(dim=1)  # (B, K)
+
+
+@dataclass
+class ParityResult:
+    """ONNX Runtime vs PyTorch on the test split."""
+
+    n_images: int
+    max_abs_diff: float
+    tolerance: float
+    passed: bool
+    ort_accuracy: float
+    ort_images_per_s: float
+    torch_images_per_s: float
+    batch_size: int
+    threads: int
+
+
+def default_output(ckpt_path: Path) -> Path:
+    """``RUN/export/<checkpoint name>.onnx`` for a run's checkpoint, else next to the checkpoint file."""
+    if ckpt_path.parent.name == "checkpoints":
+        return ckpt_path.parent.parent / "export" / f"{ckpt_path.stem}.onnx"
+    return ckpt_path.with_suffix(".onnx")
+
+
+def read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
+    """The checkpoint's contents, or a one-line error when the file is not a bloodcls (Lightning) checkpoint."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise UserInputError(f"--ckpt_path {ckpt_path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise UserInputError(f"--ckpt_path {ckpt_path}: not a bloodcls (Lightning) checkpoint")
+    if not isinstance(checkpoint.get("datamodule_hyper_parameters", {}).get("image_size"), int):
+        raise UserInputError(f"--ckpt_path {ckpt_path}: the checkpoint does not record data.image_size")
+    return checkpoint
+
+
+def load_classifier(ckpt_path: Path) -> Any:
+    """The strategy LightningModule of a bloodcls checkpoint in eval mode on the CPU, with the training-speed options
+    off: never compiled, plain convolutions (an exporter and ONNX Runtime optimise those best)."""
+    import bloodcls.strategies  # noqa: F401  (imports every strategy so the checkpoint's class path resolves)
+    from bloodcls.strategies.base import Classifier
+
+    return Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", compile=False, tiny_map_matmul=False).eval()
+
+
+def export_onnx(model: nn.Module, output: Path, image_size: int, metadata: dict[str, str]) -> Path:
+    """Write ``model`` (uint8 (B, 3, S, S) -> probabilities) to ``output`` as one self-contained ONNX file."""
+    import onnx  # noqa: F401  (a clear ImportError here names the missing extra, see export_main)
+
+    wrapper = ProbabilitiesModel(model).eval()
+    # Batch 2, not 1: torch.export specialises dimensions of size 0/1, which would pin the batch.
+    example = torch.zeros(2, 3, image_size, image_size, dtype=torch.uint8)
+    batch = torch.export.Dim("batch")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    program = torch.onnx.export(
+        wrapper,
+        (example,),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes={"images": {0: batch}},
+        dynamo=True,
+        verbose=False,
+    )
+    if program is None:  # only the legacy exporter returns None
+        raise RuntimeError("torch.onnx.export returned no program")
+    program.model.metadata_props.update(metadata)
+    program.save(output, external_data=False)
+    return output
+
+
+def _ort_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def parity_check(
+    model: nn.Module,
+    onnx_path: Path,
+    ckpt_path: Path,
+    batch_size: int,
+    tolerance: float,
+    threads: int,
+    data_root: str | None = None,
+) -> ParityResult:
+    """Run the run's test split (restored from the checkpoint, as ``bloodcls test`` does) through PyTorch and ONNX
+    Runtime; compare probabilities and time both."""
+    from bloodcls.data import BloodCellDataModule
+
+    overrides: dict[str, Any] = {"num_workers": 0, "eval_batch_size": batch_size}
+    if data_root is not None:
+        overrides["root"] = data_root
+    datamodule = BloodCellDataModule.load_from_checkpoint(ckpt_path, **overrides)
+    datamodule.setup("test")
+    session = _ort_session(onnx_path, threads)
+    wrapper = ProbabilitiesModel(model).eval()
+    max_diff, correct, n = 0.0, 0, 0
+    ort_s = torch_s = 0.0
+    warm = False
+    for batch in datamodule.test_dataloader():
+        images = batch["image"].numpy()  # (B, 3, S, S) uint8
+        if not warm:  # first-call allocations and kernel selection are not throughput
+            session.run([OUTPUT_NAME], {INPUT_NAME: images[:2]})
+            with torch.inference_mode():
+                wrapper(batch["image"][:2])
+            warm = True
+        start = time.perf_counter()
+        (ort_probs,) = session.run([OUTPUT_NAME], {INPUT_NAME: images})  # (B, K)
+        ort_s += time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.inference_mode():
+            torch_probs = wrapper(batch["image"]).numpy()  # (B, K)
+        torch_s += time.perf_counter() - start
+        max_diff = max(max_diff, float(np.abs(ort_probs - torch_probs).max()))
+        correct += int((ort_probs.argmax(axis=1) == batch["label"].numpy()).sum())
+        n += len(images)
+    return ParityResult(
+        n_images=n,
+        max_abs_diff=max_diff,
+        tolerance=tolerance,
+        passed=max_diff <= tolerance,
+        ort_accuracy=correct / max(n, 1),
+        ort_images_per_s=n / ort_s if ort_s else float("nan"),
+        torch_images_per_s=n / torch_s if torch_s else float("nan"),
+        batch_size=batch_size,
+        threads=threads,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export a checkpoint with its preprocessing: uint8 (B, 3, S, S) RGB -> class probabilities.",
+    )
+    parser.add_argument("--ckpt_path", "--ckpt-path", required=True, metavar="CKPT", help="a bloodcls checkpoint")
+    parser.add_argument("--format", default="onnx", help="export format (supported: onnx)")
+    parser.add_argument("--output", metavar="FILE", help="default: RUN/export/<checkpoint name>.onnx")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help=f"ONNX Runtime parity check on the run's test split (max |p_onnx - p_torch| <= {DEFAULT_TOLERANCE})",
+    )
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="parity tolerance")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=256, help="check batch size")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime / torch threads (default: torch's)")
+    parser.add_argument("--data_root", "--data-root", default=None, help="the data, if it moved since training")
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run_export(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate, export, optionally check; returns what is written to ``<output>.json``."""
+    if args.format not in FORMATS:
+        raise UserInputError(f"--format {args.format}: unsupported (supported: {', '.join(FORMATS)})")
+    ckpt_path = Path(args.ckpt_path)
+    if not ckpt_path.is_file():
+        raise MissingPathError(f"--ckpt_path {ckpt_path} does not exist")
+    if args.batch_size < 1:
+        raise UserInputError(f"--batch_size {args.batch_size}: expected at least 1")
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    image_size = int(read_checkpoint(ckpt_path)["datamodule_hyper_parameters"]["image_size"])
+    model = load_classifier(ckpt_path)
+    output = Path(args.output) if args.output else default_output(ckpt_path)
+    contract = {
+        "input": f"{INPUT_NAME}: uint8 (batch, 3, {image_size}, {image_size}) RGB, 0..255 (normalised inside)",
+        "output": f"{OUTPUT_NAME}: float32 (batch, {model.num_classes}) softmax probabilities",
+    }
+    metadata = {
+        "bloodcls.class_names": json.dumps(list(model.class_names)),
+        "bloodcls.image_size": str(image_size),
+        "bloodcls.input": contract["input"],
+        "bloodcls.output": contract["output"],
+        "bloodcls.checkpoint": str(ckpt_path),
+    }
+    start = time.perf_counter()
+    export_onnx(model, output, image_size, metadata)
+    record: dict[str, Any] = {
+        "onnx": str(output),
+        "checkpoint": str(ckpt_path),
+        "class_names": list(model.class_names),
+        "image_size": image_size,
+        **contract,
+        "export_s": round(time.perf_counter() - start, 2),
+    }
+    print(f"{PROG}: wrote {output} ({output.stat().st_size / 2**20:.1f} MiB; {contract['input']} -> {OUTPUT_NAME})")
+    if args.check:
+        result = parity_check(model, output, ckpt_path, args.batch_size, args.tolerance, threads, args.data_root)
+        record["parity"] = asdict(result)
+        print(
+            f"{PROG}: parity on {result.n_images} test images: max |p_onnx - p_torch| = {result.max_abs_diff:.2e} "
+            f"(tolerance {result.tolerance:g}) {'OK' if result.passed else 'FAILED'}; ONNX Runtime "
+            f"{result.ort_images_per_s:.0f} images/s, PyTorch {result.torch_images_per_s:.0f} images/s "
+            f"(batch {result.batch_size}, {result.threads} threads); ONNX accuracy {result.ort_accuracy:.4f}"
+        )
+    Path(f"{output}.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def export_main(argv: list[str] | None = None) -> None:
+    """Entry point of ``bloodcls export``: bad input exits 2 with one line; a failed parity check exits 1."""
+    from bloodcls.cli import _find_user_error, _quiet_third_party_noise
+
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    _quiet_third_party_noise()
+    try:
+        record = run_export(args)
+    except ImportError as err:
+        if os.environ.get("BLOODCLS_DEBUG"):
+            raise
+        _fail(f"{err.name or err}: not installed; install the export extra: pip install 'bloodcls[export]'")
+    except Exception as err:
+        user_error = _find_user_error(err)
+        if user_error is None or os.environ.get("BLOODCLS_DEBUG"):
+            raise
+        _fail(str(user_error))
+    parity = record.get("parity")
+    if parity is not None and not parity["passed"]:
+        _fail(
+            f"parity check failed: max |p_onnx - p_torch| = {parity['max_abs_diff']:.2e} > {parity['tolerance']:g}",
+            code=1,
+        )

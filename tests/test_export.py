@@ -1,0 +1,124 @@
+"""bloodcls export: ONNX with preprocessing inside, ONNX Runtime parity on the run's test split, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, run_cli
+
+onnx = pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
+ort = pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
+
+from bloodcls.cli import BloodCLI  # noqa: E402
+from bloodcls.export import export_main, load_classifier  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-epoch synthetic run: bloodcls_cnn_tiny, 32 px, 12 images per class; returns its best checkpoint."""
+    root = tmp_path_factory.mktemp("export_run")
+    BloodCLI(
+        args=[
+            "fit",
+            "--config",
+            str(REPO / "configs/quickstart.yaml"),
+            "--model.init_args.backbone",
+            "bloodcls_cnn_tiny",
+            "--data.init_args.image_size",
+            "32",
+            "--data.init_args.synthetic_per_class",
+            "12",
+            "--data.init_args.batch_size",
+            "16",
+            "--data.init_args.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(root / "runs"),
+        ]
+    )
+    best = root / "runs" / "quickstart" / "version_0" / "checkpoints" / "best.ckpt"
+    assert best.is_file()
+    return best
+
+
+def test_export_writes_onnx_next_to_the_run_and_passes_parity(
+    tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export_main(["--ckpt_path", str(tiny_run), "--format", "onnx", "--check", "--batch_size", "7"])
+    run_dir = tiny_run.parent.parent
+    onnx_path = run_dir / "export" / "best.onnx"
+    record = json.loads((run_dir / "export" / "best.onnx.json").read_text())
+    parity = record["parity"]
+    test_rows = [r for r in csv.DictReader((run_dir / "split.csv").open()) if r["subset"] == "test"]
+    assert parity["n_images"] == len(test_rows) > 0  # the run's own test split, every image once
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-4
+    assert parity["ort_images_per_s"] > 0
+    assert "parity on" in capsys.readouterr().out
+
+    model = onnx.load(str(onnx_path))
+    onnx.checker.check_model(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["bloodcls.class_names"]) == record["class_names"]
+    assert meta["bloodcls.image_size"] == "32"
+    (graph_input,) = model.graph.input
+    assert graph_input.name == "images"
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = graph_input.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 32, 32]  # dynamic batch, fixed image
+
+
+def test_onnx_runtime_equals_torch_on_a_batch(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.onnx"
+    export_main(["--ckpt_path", str(tiny_run), "--output", str(out)])
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 3, 32, 32), dtype=np.uint8)  # not the traced batch
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (probs,) = session.run(["probabilities"], {"images": images})
+    model = load_classifier(tiny_run)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(images)).softmax(dim=1).numpy()
+    assert probs.shape == (5, 5) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs, expected, atol=1e-5, rtol=0)
+    with pytest.raises(Exception, match="(?i)type|uint8"):  # the contract is uint8 pixels, not floats
+        session.run(["probabilities"], {"images": images.astype(np.float32)})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ckpt_path", "/does/not/exist.ckpt"], "--ckpt_path /does/not/exist.ckpt does not exist"),
+        (["--format", "tflite"], "--format tflite: unsupported (supported: onnx)"),
+        (["--not_a_checkpoint"], "not a readable checkpoint"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(
+    tiny_run: Path, tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if args == ["--not_a_checkpoint"]:
+        bogus = tmp_path / "notes.ckpt"
+        bogus.write_text("not a checkpoint")
+        args = ["--ckpt_path", str(bogus)]
+    elif "--ckpt_path" not in args:
+        args = ["--ckpt_path", str(tiny_run), *args]
+    with pytest.raises(SystemExit) as exc:
+        export_main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("bloodcls export: error:") and message in err
+
+
+def test_console_script_routes_export(tmp_path: Path) -> None:
+    result = run_cli("export", "--ckpt_path", str(tmp_path / "missing.ckpt"), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
