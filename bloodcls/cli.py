@@ -248,7 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("validate", "test", "predict"):
         rest = _config_from_checkpoint(rest)
     _quiet_third_party_noise()
-    # LightningCLI reads sys.argv (passing args as well makes it warn), so hand it the rewritten command line.
+    # LightningCLI reads sys.argv (passing args as well makes it warn), so hand it the rewritten command line --
+    # and put the caller's back afterwards: main([...]) is also called in-process (tests, Ray Tune trials).
+    saved_argv = sys.argv
     sys.argv = [sys.argv[0] if sys.argv else "bloodcls", command, *rest]
     try:
         BloodCLI()
@@ -260,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"bloodcls {command}: error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        sys.argv = saved_argv
 
 
 if __name__ == "__main__":
