@@ -7,8 +7,8 @@ student -- a reference implementation once shipped a Mean Teacher whose unlabele
 contract test guards against. The consistency weight ramps up with a sigmoid schedule.
 
 Under DDP the teacher stays identical on every rank: its parameters are EMAs of the student's, which DDP keeps
-identical; the student's BatchNorm statistics are rank-local (each rank normalises its own batches), so before the
-teacher copies them they are averaged over the ranks (like timm's ``distribute_bn``).
+identical; its BatchNorm statistics come from its own rank-local forward passes, so after every step they are
+averaged over the ranks (like timm's ``distribute_bn``).
 """
 
 from __future__ import annotations
@@ -25,11 +25,15 @@ from bloodcls.strategies.ssl_losses import select_pseudo_labels, sigmoid_rampup,
 
 @torch.no_grad()
 def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float) -> None:
-    """teacher <- decay * teacher + (1 - decay) * student for parameters; buffers (BN statistics) are copied."""
+    """teacher <- decay * teacher + (1 - decay) * student, for parameters only.
+
+    The teacher's BatchNorm statistics come from its own forward passes in train mode, as in the original code.
+    Copying the student's instead pairs the lagging EMA weights with the *current* student's statistics, which
+    breaks the teacher in eval mode as soon as the two drift apart (seen on PBC at 10 labels per class: 29 % test
+    accuracy with copied statistics, while the same teacher in train mode labeled 95 % of the pool right).
+    """
     for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)
-    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
-        t.copy_(s)
 
 
 @torch.no_grad()
@@ -96,5 +100,5 @@ class MeanTeacher(Classifier):
         decay = min(self.ema_decay, 1.0 - 1.0 / (self.global_step + 1))
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:
-            average_float_buffers(self.net, trainer.strategy)  # rank-local BN statistics -> one shared estimate
+            average_float_buffers(self.teacher, trainer.strategy)  # rank-local BN statistics -> one shared estimate
         ema_update(self.teacher, self.net, decay)

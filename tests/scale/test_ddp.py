@@ -123,8 +123,8 @@ def test_mean_teacher_is_identical_on_every_rank(mean_teacher_run: Run) -> None:
     hashes = [[(r["step"], r["hash"]) for r in rank if r["kind"] == "teacher"] for rank in mean_teacher_run.ranks]
     assert len(hashes[0]) >= 4 and hashes[0] == hashes[1]  # bit for bit after every step
     assert len({h for _, h in hashes[0]}) == len(hashes[0])  # and it does move
-    students = [[r["student_hash"] for r in rank if r["kind"] == "teacher"] for rank in mean_teacher_run.ranks]
-    assert students[0] == students[1]  # BN statistics averaged over the ranks before the teacher copies them
+    # (The student's own BN statistics are rank-local between steps -- DDP re-broadcasts rank 0's buffers at the
+    # next forward -- and the teacher no longer copies them: its statistics are its own, averaged over ranks.)
 
 
 def test_ddp_validation_metrics_equal_a_single_process_evaluation(mean_teacher_run: Run) -> None:

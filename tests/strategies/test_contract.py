@@ -116,3 +116,25 @@ def test_mean_teacher_evaluates_with_teacher() -> None:
     assert torch.allclose(model(x), model.teacher(model.preprocess(x)))
     model.train()
     assert torch.allclose(model(x), model.net(model.preprocess(x)))
+
+
+def test_mean_teacher_keeps_batchnorm_statistics_of_its_own_activations() -> None:
+    # The EMA teacher lags the student; pairing its weights with the student's BN statistics broke eval-mode
+    # predictions on PBC (29 % accuracy). Its running statistics must come from its own forward passes.
+    torch.manual_seed(0)
+    model = MeanTeacher(ema_decay=0.99, rampup_epochs=0, **COMMON)
+    model.train()
+
+    def running_means(net: torch.nn.Module) -> list[torch.Tensor]:
+        return [m.running_mean.clone() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    for module in model.net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.fill_(7.0)  # a student statistic the teacher must not inherit
+    before = running_means(model.teacher)
+    model.unlabeled_loss(_batch(model)["unlabeled"], 0)  # student and teacher forwards, in train mode
+    model.on_train_batch_end(None, None, 0)
+    teacher, student = running_means(model.teacher), running_means(model.net)
+    assert teacher and all(not torch.equal(t, s) for t, s in zip(teacher, student, strict=True))
+    assert all(not torch.equal(t, b) for t, b in zip(teacher, before, strict=True))  # its own forward updated them
+    assert all(t.abs().max() < 5.0 for t in teacher)
