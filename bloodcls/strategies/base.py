@@ -3,6 +3,7 @@ metrics and logging. Strategies override ``unlabeled_loss`` (see DESIGN.md) and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -286,8 +287,12 @@ class Classifier(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(1, int(self.trainer.max_epochs or 1))
         warmup = int(round(self.hparams.warmup_epochs * total / epochs))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_multiplier(total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def lr_multiplier(self, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+        """Per-step LR factor of the built-in ``cosine`` schedule: one cosine over the run (rounds may restart it)."""
+        return lambda step: warmup_cosine(step, total_steps, warmup_steps)
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

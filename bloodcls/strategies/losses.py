@@ -59,3 +59,12 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0, min_factor
     decay_steps = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def cosine_restarts(step: int, period: int, warmup_steps: int = 0, min_factor: float = 0.0) -> float:
+    """LR multiplier with warm restarts (SGDR, Loshchilov & Hutter 2017): a cosine from 1 to ``min_factor`` over
+    every ``period`` steps, restarting at 1; the linear warm-up applies to the first period only."""
+    period = max(1, period)
+    if step < period:
+        return warmup_cosine(step, period, warmup_steps, min_factor)
+    return warmup_cosine(step % period, period, 0, min_factor)

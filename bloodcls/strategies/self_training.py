@@ -16,6 +16,7 @@ on identical pseudo-labels (label propagation on float features could differ in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
@@ -29,6 +30,7 @@ from torch.utils.data import Subset
 
 from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
 from bloodcls.strategies.label_propagation import label_propagation
+from bloodcls.strategies.losses import cosine_restarts
 from bloodcls.strategies.ssl_losses import select_pseudo_labels
 
 PseudoSource = Literal["model", "propagation", "both"]
@@ -51,7 +53,7 @@ class SelfTraining(Classifier):
     pseudo_label_source: ``model``, ``propagation`` or ``both`` (mean of the two distributions).
     confidence_threshold, entropy_threshold: pseudo-label filters (entropy normalised by log K; 1.0 = off).
     labeled_ratio: share of labeled images in each batch of rounds >= 1.
-    epochs_per_round: training epochs per round.
+    epochs_per_round: training epochs per round; with ``lr_schedule: cosine`` the cosine restarts every round.
     max_rounds: rounds after round 0.
     patience: stop when the monitored validation metric has not improved for this many rounds.
     monitor: the validation metric that decides rounds.
@@ -90,6 +92,13 @@ class SelfTraining(Classifier):
 
     def configure_callbacks(self) -> list[Callback]:
         return [SelfTrainingRounds()]
+
+    def lr_multiplier(self, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+        # Each round is a training run of its own on new pseudo-labels: the cosine restarts every round, so every
+        # round ends converged (low LR) -- the model that relabels the pool and that patience judges.
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        period = max(1, round(total_steps * self.epochs_per_round / epochs))
+        return lambda step: cosine_restarts(step, period, warmup_steps)
 
     def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput | None:
         if "pseudo_label" not in batch:

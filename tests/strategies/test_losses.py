@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bloodcls.strategies.losses import classification_loss, focal_loss, warmup_cosine
+from bloodcls.strategies.losses import classification_loss, cosine_restarts, focal_loss, warmup_cosine
 
 
 def test_focal_loss_hand_computed() -> None:
@@ -52,3 +52,13 @@ def test_warmup_cosine_values() -> None:
     assert warmup_cosine(55, 100, warmup_steps=10) == pytest.approx(0.5)  # halfway through the decay
     assert warmup_cosine(100, 100, warmup_steps=10) == pytest.approx(0.0, abs=1e-12)
     assert warmup_cosine(50, 100, min_factor=0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
+
+
+def test_cosine_restarts_by_hand() -> None:
+    # period 4, warm-up 2 in the first period only: 0.5, 1.0, then cosine over the remaining 2 steps; restarts at 1.
+    assert cosine_restarts(0, 4, 2) == pytest.approx(0.5)
+    assert cosine_restarts(1, 4, 2) == pytest.approx(1.0)
+    assert cosine_restarts(2, 4, 2) == pytest.approx(1.0)
+    assert cosine_restarts(3, 4, 2) == pytest.approx(0.5)
+    assert [cosine_restarts(s, 4) for s in range(4, 8)] == pytest.approx([1.0, 0.853553, 0.5, 0.146447], abs=1e-6)
+    assert cosine_restarts(8, 4) == pytest.approx(1.0)
