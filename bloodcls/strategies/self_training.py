@@ -9,43 +9,25 @@ recipe: half / half, batch 40). Rounds stop at ``max_rounds`` or when the valida
 for ``patience`` rounds. The relabeling runs in a callback that hands the labels to the datamodule, which
 rebuilds its loaders: the datamodule owns datasets, the strategy owns the model.
 
-Under DDP a relabeling pass covers the whole pool once: each rank embeds every W-th image, the shards are
-gathered, rank 0 propagates labels and selects pseudo-labels, and its result is broadcast, so every rank trains
-on identical pseudo-labels (label propagation on float features could differ in the last bit between ranks).
+Relabeling (``bloodcls.strategies.relabeling``) embeds the pool once per round, also under DDP, and every rank
+trains on identical pseudo-labels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import Subset
 
 from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
-from bloodcls.strategies.label_propagation import label_propagation
 from bloodcls.strategies.losses import cosine_restarts
-from bloodcls.strategies.ssl_losses import select_pseudo_labels
-
-PseudoSource = Literal["model", "propagation", "both"]
-Inference = tuple[np.ndarray, np.ndarray, np.ndarray]  # probs (N, K), embeddings (N, D), labels (N,)
-
-
-def merge_shards(parts: list[tuple[np.ndarray, Inference | None]], n: int) -> Inference:
-    """Per-rank ``(positions, arrays)`` -> arrays over positions 0..n-1 in order; every position exactly once."""
-    filled = [(pos, arrays) for pos, arrays in parts if arrays is not None and len(pos)]
-    positions = np.concatenate([pos for pos, _ in filled]) if filled else np.zeros(0, np.int64)
-    if len(positions) != n or not np.array_equal(np.sort(positions), np.arange(n)):
-        raise RuntimeError(f"relabeling shards cover {len(np.unique(positions))} of {n} pool positions")
-    order = np.argsort(positions, kind="stable")
-    merged = tuple(np.concatenate([arrays[i] for _, arrays in filled])[order] for i in range(3))
-    return merged[0], merged[1], merged[2]
+from bloodcls.strategies.relabeling import PseudoSource, RelabelSettings, relabel_pool
 
 
 class SelfTraining(Classifier):
@@ -111,97 +93,18 @@ class SelfTraining(Classifier):
         stats.pop("mask_ratio")  # every image here was accepted; the round-level ratio is logged by the callback
         return UnlabeledOutput(loss, 1.0, stats)
 
-    @torch.no_grad()
     def relabel(self, datamodule: Any) -> dict[str, Any]:
-        """Predict the whole unlabeled pool; return accepted positions, labels, weights and statistics -- the same
-        on every rank (under DDP a collective call: every rank must make it)."""
-        pool = datamodule.unlabeled_dataset()
-        if len(pool) == 0:
-            empty = np.zeros(0, np.int64)
-            nan = float("nan")
-            stats = {
-                "pool": 0,
-                "accepted": 0,
-                "mask_ratio": 0.0,
-                "pseudo_acc": nan,
-                "pool_acc": nan,
-                "accepted_correct": 0,
-            }
-            return {"positions": empty, "labels": empty, "weights": empty.astype(np.float32), "stats": stats}
-        was_training = self.training
-        self.eval()
-        pool_arrays = self._infer_all(datamodule, pool, "true_label")
-        needs_labeled = self.pseudo_label_source in ("propagation", "both")
-        labeled_arrays = self._infer_all(datamodule, datamodule.labeled_dataset(), "label") if needs_labeled else None
-        self.train(was_training)
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:
-            result: Any = self._select(pool_arrays, labeled_arrays) if trainer.is_global_zero else None
-            return trainer.strategy.broadcast(result, src=0)
-        return self._select(pool_arrays, labeled_arrays)
-
-    def _select(self, pool_arrays: Inference, labeled_arrays: Inference | None) -> dict[str, Any]:
-        """Pseudo-labels from the pool's predictions (and label propagation from the labeled embeddings)."""
-        probs_model, emb_pool, truth = pool_arrays
-        probs = probs_model
-        if labeled_arrays is not None:
-            _, emb_labeled, labels = labeled_arrays
-            features = np.concatenate([emb_labeled, emb_pool])
-            graph_labels = np.concatenate([labels, np.full(len(emb_pool), -1)])
-            lp_probs, _ = label_propagation(features, graph_labels, self.num_classes, k=self.lp_k, alpha=self.lp_alpha)
-            lp_pool = lp_probs[len(labels) :]
-            probs = lp_pool if self.pseudo_label_source == "propagation" else 0.5 * (probs_model + lp_pool)
-        probs_t = torch.as_tensor(probs, dtype=torch.float32)
-        pseudo, mask = select_pseudo_labels(probs_t, self.confidence_threshold, self.entropy_threshold)
-        entropy = -(probs_t * probs_t.clamp_min(1e-12).log()).sum(dim=1) / np.log(self.num_classes)
-        weights = (1.0 - entropy).clamp(0, 1) if self.weight_by_certainty else torch.ones_like(entropy)
-        accepted = mask.numpy()
-        correct = pseudo.numpy() == truth  # only meaningful where the pool's truth is known (benchmarks)
-        known = accepted & (truth >= 0)
-        stats = {
-            "pool": len(truth),
-            "accepted": int(accepted.sum()),
-            "mask_ratio": float(accepted.mean()) if len(truth) else 0.0,
-            # accuracy of the accepted pseudo-labels, and of the would-be labels over the whole pool
-            "pseudo_acc": float(correct[known].mean()) if known.any() else float("nan"),
-            "pool_acc": float(correct[truth >= 0].mean()) if (truth >= 0).any() else float("nan"),
-            "accepted_correct": int(correct[known].sum()),
-        }
-        return {
-            "positions": np.flatnonzero(accepted),
-            "labels": pseudo.numpy()[accepted],
-            "weights": weights.numpy()[accepted],
-            "stats": stats,
-        }
-
-    def _infer_all(self, datamodule: Any, dataset: Any, label_key: str) -> Inference:
-        """Probabilities, embeddings and labels of every item of ``dataset``, in order, on every rank. Under DDP
-        each rank infers every W-th item and the shards are gathered, so the pool is embedded once in all."""
-        trainer = self._trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        if world == 1 or not dist.is_available() or not dist.is_initialized():
-            arrays = self._infer(datamodule.eval_loader(dataset), label_key)
-            assert arrays is not None, "relabeling needs a non-empty dataset"
-            return arrays
-        positions = np.arange(rank, len(dataset), world)
-        local = self._infer(datamodule.eval_loader(Subset(dataset, positions.tolist())), label_key)
-        parts: list[Any] = [None] * world
-        dist.all_gather_object(parts, (positions, local))
-        return merge_shards(parts, len(dataset))
-
-    def _infer(self, loader: Any, label_key: str) -> Inference | None:
-        probs, embeddings, labels = [], [], []
-        for batch in loader:
-            images = batch["image"].to(self.device)
-            feats = self.net.forward_features(self.preprocess(images))
-            emb = self.net.forward_head(feats, pre_logits=True)  # (B, D)
-            logits = self.net.forward_head(feats)  # (B, K)
-            probs.append(logits.float().softmax(dim=1).cpu())
-            embeddings.append(emb.float().cpu())
-            labels.append(batch[label_key].cpu())
-        if not probs:
-            return None
-        return torch.cat(probs).numpy(), torch.cat(embeddings).numpy(), torch.cat(labels).numpy()
+        """Relabel the whole unlabeled pool with the current network: accepted positions, labels, weights and
+        statistics -- the same on every rank (under DDP a collective call: every rank must make it)."""
+        settings = RelabelSettings(
+            self.pseudo_label_source,
+            self.confidence_threshold,
+            self.entropy_threshold,
+            self.lp_k,
+            self.lp_alpha,
+            self.weight_by_certainty,
+        )
+        return relabel_pool(self, self.net, datamodule, settings)
 
 
 class SelfTrainingRounds(Callback):

@@ -13,7 +13,7 @@ from bloodcls.data.sampling import (
     weighted_sampler,
 )
 from bloodcls.strategies.mean_teacher import average_float_buffers
-from bloodcls.strategies.self_training import merge_shards
+from bloodcls.strategies.relabeling import merge_shards
 
 LABELS = np.array([0] * 7 + [1] * 3 + [2] * 2)
 
