@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STRATEGIES = ("supervised", "pseudo_label", "fixmatch", "mean_teacher", "self_training")
+STRATEGIES = ("supervised", "pseudo_label", "fixmatch", "mean_teacher", "self_training")  # also: mean_teacher_lp
 COLUMNS = ("strategy", "labels_per_class", "seed", "acc", "balanced_acc", "macro_f1", "n_test", "epochs", "wall_s")
 
 

@@ -9,6 +9,12 @@ contract test guards against. The consistency weight ramps up with a sigmoid sch
 Under DDP the teacher stays identical on every rank: its parameters are EMAs of the student's, which DDP keeps
 identical; its BatchNorm statistics come from its own rank-local forward passes, so after every step they are
 averaged over the ranks (like timm's ``distribute_bn``).
+
+Optionally (``lp_weight > 0``) the student also learns from label-propagation pseudo-labels, as the published
+semi-supervised WBC pipeline combines them: every ``lp_every_n_epochs`` epochs from ``lp_start_epoch`` on, a
+callback embeds the labeled set and the whole unlabeled pool with the *teacher*, propagates the labels over a
+k-NN graph (Iscen et al. 2019; labeled nodes clamped), keeps those passing the confidence / entropy thresholds,
+and the student gets a cross-entropy on them for the pool images of each batch (addressed by ``pool_index``).
 """
 
 from __future__ import annotations
@@ -16,10 +22,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import lightning as L
+import numpy as np
 import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.utilities import rank_zero_info
 
 from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
+from bloodcls.strategies.relabeling import RelabelSettings, relabel_pool
 from bloodcls.strategies.ssl_losses import select_pseudo_labels, sigmoid_rampup, softmax_mse
 
 
@@ -57,6 +69,10 @@ class MeanTeacher(Classifier):
     rampup_epochs: sigmoid ramp-up length of the consistency weight.
     eval_with_teacher: validate / test / predict with the teacher (usually the better model).
     confidence_threshold: only for logging which teacher predictions would pass as pseudo-labels.
+    lp_weight: weight of the cross-entropy on label-propagation pseudo-labels (0 = off, plain Mean Teacher).
+    lp_start_epoch, lp_every_n_epochs: first epoch that gets propagated labels, and how often they are renewed.
+    lp_confidence_threshold, lp_entropy_threshold: filters on the propagated label distributions.
+    lp_k, lp_alpha: k-NN graph size and diffusion strength of label propagation.
     **kwargs: the ``Classifier`` arguments (backbone, optimizer, loss, ...).
     """
 
@@ -67,17 +83,37 @@ class MeanTeacher(Classifier):
         rampup_epochs: float = 5.0,
         eval_with_teacher: bool = True,
         confidence_threshold: float = 0.95,
+        lp_weight: float = 0.0,
+        lp_start_epoch: int = 2,
+        lp_every_n_epochs: int = 1,
+        lp_confidence_threshold: float = 0.9,
+        lp_entropy_threshold: float = 1.0,
+        lp_k: int = 10,
+        lp_alpha: float = 0.99,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if lp_weight < 0 or lp_every_n_epochs < 1 or lp_start_epoch < 0:
+            raise ValueError("lp_weight must be >= 0, lp_every_n_epochs >= 1 and lp_start_epoch >= 0")
         self.ema_decay = ema_decay
         self.consistency_weight = consistency_weight
         self.rampup_epochs = rampup_epochs
         self.eval_with_teacher = eval_with_teacher
         self.confidence_threshold = confidence_threshold
+        self.lp_weight = lp_weight
+        self.lp_start_epoch = lp_start_epoch
+        self.lp_every_n_epochs = lp_every_n_epochs
+        self.lp_settings = RelabelSettings(
+            "propagation", lp_confidence_threshold, lp_entropy_threshold, lp_k, lp_alpha, weight_by_certainty=False
+        )
         self.teacher = copy.deepcopy(self.net)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+        # Propagated label per unlabeled-pool position (-1: none accepted); None until the first relabeling.
+        self.lp_labels: torch.Tensor | None = None
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [PropagationPseudoLabels()] if self.lp_weight > 0 else []
 
     def unlabeled_views(self) -> dict[str, str | None]:
         return {"image_student": "weak", "image_teacher": "weak"}
@@ -93,7 +129,35 @@ class MeanTeacher(Classifier):
             pseudo, mask = select_pseudo_labels(teacher_logits.float().softmax(dim=-1), self.confidence_threshold)
         loss = softmax_mse(student_logits, teacher_logits)
         weight = self.consistency_weight * sigmoid_rampup(self.progress_epochs(), self.rampup_epochs)
-        return UnlabeledOutput(loss, weight, self.pseudo_label_stats(pseudo, mask, batch.get("true_label")))
+        stats = self.pseudo_label_stats(pseudo, mask, batch.get("true_label"))
+        if self.lp_weight == 0 or self.lp_labels is None:
+            return UnlabeledOutput(loss, weight, stats)
+        loss_lp, lp_mask = self.propagation_loss(student_logits, batch["pool_index"])
+        stats |= {"loss_consistency": loss.detach(), "loss_lp": loss_lp.detach(), "lp_mask_ratio": lp_mask.mean()}
+        # Two terms with their own weights: the returned loss carries them, its weight is 1.
+        return UnlabeledOutput(weight * loss + self.lp_weight * loss_lp, 1.0, stats)
+
+    def propagation_loss(self, student_logits: torch.Tensor, pool_index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Cross-entropy of the student on the batch's images that carry an accepted propagated label, averaged
+        over the whole unlabeled batch (as FixMatch masks), so few accepted labels give a small loss."""
+        assert self.lp_labels is not None
+        targets = self.lp_labels.to(student_logits.device)[pool_index.to(student_logits.device)]  # (B,)
+        mask = (targets >= 0).float()
+        per_image = F.cross_entropy(student_logits.float(), targets.clamp_min(0), reduction="none")
+        return (per_image * mask).mean(), mask
+
+    @torch.no_grad()
+    def refresh_propagated_labels(self, datamodule: Any) -> dict[str, Any]:
+        """Label-propagate over the teacher's embeddings of the labeled set and the pool (collective under DDP:
+        every rank calls it and gets rank 0's labels); returns the relabeling statistics."""
+        pool_size = len(datamodule.unlabeled_dataset())
+        result = relabel_pool(self, self.teacher, datamodule, self.lp_settings)
+        labels = torch.full((pool_size,), -1, dtype=torch.long)
+        labels[torch.as_tensor(result["positions"], dtype=torch.long)] = torch.as_tensor(
+            result["labels"], dtype=torch.long
+        )
+        self.lp_labels = labels
+        return result
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Early on the student changes fast; a smaller decay lets the teacher follow (Tarvainen & Valpola).
@@ -102,3 +166,29 @@ class MeanTeacher(Classifier):
         if trainer is not None and trainer.world_size > 1:
             average_float_buffers(self.teacher, trainer.strategy)  # rank-local BN statistics -> one shared estimate
         ema_update(self.teacher, self.net, decay)
+
+
+class PropagationPseudoLabels(Callback):
+    """Renews a ``MeanTeacher``'s label-propagation pseudo-labels at the start of the scheduled epochs."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, Any]] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, MeanTeacher)
+        epoch = trainer.current_epoch
+        due = (
+            epoch >= pl_module.lp_start_epoch and (epoch - pl_module.lp_start_epoch) % pl_module.lp_every_n_epochs == 0
+        )
+        # A run resumed from a checkpoint has no labels in memory: relabel at once rather than train without them.
+        if not due and not (pl_module.lp_labels is None and epoch > pl_module.lp_start_epoch):
+            return
+        result = pl_module.refresh_propagated_labels(trainer.datamodule)
+        stats = result["stats"]
+        self.history.append({"epoch": epoch, **stats})
+        counts = np.bincount(result["labels"], minlength=pl_module.num_classes)
+        rank_zero_info(
+            f"mean teacher, epoch {epoch}: label propagation accepted {stats['accepted']}/{stats['pool']} "
+            f"(pseudo-label accuracy {stats['pseudo_acc']:.3f}, pool accuracy {stats['pool_acc']:.3f}); per class "
+            + ", ".join(f"{n} {c}" for n, c in zip(pl_module.class_names, counts.tolist(), strict=True))
+        )

@@ -138,3 +138,30 @@ def test_mean_teacher_keeps_batchnorm_statistics_of_its_own_activations() -> Non
     assert teacher and all(not torch.equal(t, s) for t, s in zip(teacher, student, strict=True))
     assert all(not torch.equal(t, b) for t, b in zip(teacher, before, strict=True))  # its own forward updated them
     assert all(t.abs().max() < 5.0 for t in teacher)
+
+
+def test_mean_teacher_propagation_term_is_a_masked_cross_entropy_with_gradient() -> None:
+    torch.manual_seed(0)
+    model = MeanTeacher(rampup_epochs=0, lp_weight=2.0, **COMMON)
+    batch = _batch(model)["unlabeled"]
+    model.lp_labels = torch.tensor([2, -1, 0, -1, 1, 1])  # pool positions 0..5 = this batch's pool_index
+    out = model.unlabeled_loss(batch, 0)
+    out.loss.backward()
+    assert _backbone_grad(model) > 0
+    # Reference: by hand, images without an accepted label contribute 0 and the mean is over the whole batch.
+    logits = model.net(model.preprocess(batch["image_student"])).detach()
+    accepted = [0, 2, 4, 5]
+    ce = torch.nn.functional.cross_entropy(logits[accepted], model.lp_labels[accepted], reduction="sum") / B
+    torch.testing.assert_close(out.stats["loss_lp"], ce, rtol=1e-5, atol=1e-6)
+    assert float(out.stats["lp_mask_ratio"]) == pytest.approx(4 / 6)
+    consistency = model.consistency_weight * out.stats["loss_consistency"]
+    torch.testing.assert_close(out.loss.detach(), consistency + 2.0 * ce, rtol=1e-5, atol=1e-6)
+
+
+def test_mean_teacher_without_propagated_labels_is_plain_mean_teacher() -> None:
+    model = MeanTeacher(rampup_epochs=0, lp_weight=1.0, **COMMON)  # no relabeling has happened yet
+    out = model.unlabeled_loss(_batch(model)["unlabeled"], 0)
+    assert out.weight == model.consistency_weight and "loss_lp" not in out.stats
+    assert MeanTeacher(**COMMON).configure_callbacks() == []
+    with pytest.raises(ValueError, match="lp_weight"):
+        MeanTeacher(lp_weight=-1.0, **COMMON)

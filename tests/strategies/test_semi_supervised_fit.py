@@ -134,3 +134,31 @@ def test_contrastive_backbone_starts_another_strategy(tmp_path: Path) -> None:
         assert torch.equal(a, b), name
     with pytest.raises(UserInputError, match="backbone_checkpoint: .*missing.ckpt does not exist"):
         FixMatch(num_classes=5, backbone="bloodcls_cnn_tiny", backbone_checkpoint=str(tmp_path / "missing.ckpt"))
+
+
+def test_mean_teacher_with_label_propagation_relabels_the_pool_with_the_teacher(tmp_path: Path) -> None:
+    L.seed_everything(0)
+    dm = _dm(synthetic_per_class=40, labels_per_class=6, steps_per_epoch=8, batch_size=16)
+    model = MeanTeacher(
+        num_classes=5,
+        class_names=dm.class_names,
+        backbone="bloodcls_cnn_small",
+        ema_decay=0.9,
+        rampup_epochs=1,
+        lp_weight=1.0,
+        lp_start_epoch=1,
+        lp_every_n_epochs=2,
+        lp_confidence_threshold=0.5,
+        optimizer=lambda params: torch.optim.AdamW(params, lr=0.003),
+    )
+    trainer = _trainer(tmp_path, max_epochs=4)
+    trainer.fit(model, dm)
+    lp = next(cb for cb in trainer.callbacks if type(cb).__name__ == "PropagationPseudoLabels")
+    assert [h["epoch"] for h in lp.history] == [1, 3]
+    pool = len(dm.unlabeled_dataset())
+    assert model.lp_labels is not None and model.lp_labels.shape == (pool,)
+    last = lp.history[-1]
+    assert int((model.lp_labels >= 0).sum()) == last["accepted"] > 0
+    # The synthetic cells are easy: propagated labels are far better than chance (0.2) over the whole pool.
+    assert last["pool_acc"] > 0.6
+    assert {"train/loss_lp", "train/lp_mask_ratio", "train/loss_consistency"} <= set(trainer.callback_metrics)
