@@ -9,6 +9,8 @@ an interrupted run resumes) and ``<out>/label_efficiency.png``.
 
     python bench/label_efficiency.py --budgets 10 20 50 100 --strategies supervised pseudo_label fixmatch \
         mean_teacher self_training --seeds 0 --out bench/results/label_efficiency
+    python bench/label_efficiency.py --budgets 10 --strategies mean_teacher \
+        --set model.init_args.ema_decay=0.99 --variant ema0.99      # a variant: its own rows "mean_teacher-ema0.99"
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def bloodcls_exe() -> str:
 
 
 def run_cell(args: argparse.Namespace, strategy: str, budget: int, seed: int) -> dict[str, object]:
-    name = f"{strategy}_{budget}"
+    label = f"{strategy}-{args.variant}" if args.variant else strategy
+    name = f"{label}_{budget}"
     version = f"seed{seed}"
     run_dir = Path(args.out) / "runs" / name / version
     overrides = [
@@ -55,6 +58,9 @@ def run_cell(args: argparse.Namespace, strategy: str, budget: int, seed: int) ->
         overrides += ["--data.init_args.root", args.data_root]
     if args.backbone:
         overrides += ["--model.init_args.backbone", args.backbone]
+    for assignment in args.set:
+        key, _, value = assignment.partition("=")
+        overrides += [f"--{key}", value]
     if args.steps_per_epoch:
         overrides += ["--data.init_args.steps_per_epoch", str(args.steps_per_epoch)]
     if strategy == "self_training":
@@ -77,7 +83,7 @@ def run_cell(args: argparse.Namespace, strategy: str, budget: int, seed: int) ->
         raise RuntimeError(f"test {name} seed {seed} failed:\n{test.stderr[-3000:]}")
     metrics = json.loads((run_dir / "test" / "metrics.json").read_text())
     return {
-        "strategy": strategy,
+        "strategy": label,
         "labels_per_class": budget,
         "seed": seed,
         "acc": metrics["acc"],
@@ -127,7 +133,11 @@ def main() -> None:
     parser.add_argument("--backbone", default=None)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", default="bench/results/label_efficiency")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra CLI override")
+    parser.add_argument("--variant", default="", help="name suffix of the rows of runs made with --set")
     args = parser.parse_args()
+    if args.set and not args.variant:
+        parser.error("--set changes the recipe: name the variant with --variant so its rows stay apart")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = out / "label_efficiency.csv"
@@ -139,7 +149,8 @@ def main() -> None:
     for seed in args.seeds:
         for budget in args.budgets:
             for strategy in args.strategies:
-                if (strategy, budget, seed) in finished:
+                label = f"{strategy}-{args.variant}" if args.variant else strategy
+                if (label, budget, seed) in finished:
                     continue
                 row = run_cell(args, strategy, budget, seed)
                 print(json.dumps(row), flush=True)
