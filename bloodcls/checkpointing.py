@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.trainer.states import TrainerFn
-from torch import Tensor
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -17,26 +15,11 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     already write it for this step.
     """
 
-    # A class-level default instead of an __init__ override keeps the constructor signature Lightning's own, which
-    # is what the CLI exposes as the `checkpoint.*` options.
-    _last_written_at_step: int | None = None
-
-    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)
-        if self.save_last:
-            self._last_written_at_step = trainer.global_step
-
     def _refresh_last(self, trainer: L.Trainer) -> None:
-        if (
-            not self.save_last
-            or trainer.fast_dev_run
-            or trainer.state.fn != TrainerFn.FITTING
-            or trainer.sanity_checking
-            or self._last_written_at_step == trainer.global_step
-            or trainer.global_step == 0
-        ):
-            return
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        # Lightning's own skip rule: not fitting, sanity check, fast_dev_run, or already saved at this step (every
+        # save -- top-k, and the last.ckpt that follows it in the same hook -- records its step; it starts at 0).
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)

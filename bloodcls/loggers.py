@@ -22,6 +22,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 
 from bloodcls.errors import UserInputError
+from bloodcls.evaluation.callbacks import run_dir
 from bloodcls.evaluation.wandb_report import wandb_loggers
 
 DEFAULT_HOST = "api.wandb.ai"
@@ -170,7 +171,7 @@ class SaveConfigToLoggers(SaveConfigCallback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # trainer.log_dir is a broadcast under DDP; save_config (rank 0 only) must not ask for it.
-        self.run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        self.run_dir = run_dir(trainer)
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

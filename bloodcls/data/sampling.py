@@ -63,6 +63,11 @@ def per_rank_samples(total: int, world_size: int) -> int:
     return max(1, math.ceil(total / world_size))
 
 
+def _check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+
+
 class ShardedSampler(DistributedSampler):
     """Base of samplers that shard one seeded draw per epoch across ranks themselves.
 
@@ -72,8 +77,7 @@ class ShardedSampler(DistributedSampler):
     """
 
     def __init__(self, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+        _check_rank(rank, world_size)
         if num_samples < 0:
             raise ValueError(f"num_samples={num_samples} must be >= 0")
         self.num_samples = int(num_samples)  # per rank
@@ -206,8 +210,7 @@ class EvalShardSampler(DistributedSampler):
     synced across ranks equal a single-process evaluation. Shards differ in length by at most one."""
 
     def __init__(self, n: int, rank: int, world_size: int) -> None:
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+        _check_rank(rank, world_size)
         self.n = int(n)
         self.rank = int(rank)
         self.num_replicas = int(world_size)

@@ -116,14 +116,10 @@ class PredictionsCSV(BasePredictionWriter):
         datamodule = trainer.datamodule
         ids = datamodule.predict_paths() if datamodule is not None else [str(i) for i in range(int(index.max()) + 1)]
         path.parent.mkdir(parents=True, exist_ok=True)
-        seen: set[int] = set()
         with path.open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["path", "pred", "confidence", *[f"prob_{n}" for n in names]])
-            for row, p in zip(index.tolist(), probs, strict=True):
-                if row in seen:  # DistributedSampler padding repeats a few images
-                    continue
-                seen.add(row)
+            for row, p in zip(index.tolist(), probs, strict=True):  # gather_rows dropped DDP padding repeats
                 k = int(p.argmax())
                 writer.writerow([ids[row], names[k], f"{float(p[k]):.6f}", *[f"{float(v):.6f}" for v in p]])
         skipped = (
@@ -135,4 +131,4 @@ class PredictionsCSV(BasePredictionWriter):
                 writer.writerow(["path", "reason"])
                 writer.writerows(skipped)
         self.last_path = path
-        rank_zero_info(f"predictions for {len(seen)} images written to {path}")
+        rank_zero_info(f"predictions for {len(index)} images written to {path}")

@@ -141,7 +141,7 @@ class MeanTeacher(Classifier):
         """Cross-entropy of the student on the batch's images that carry an accepted propagated label, averaged
         over the whole unlabeled batch (as FixMatch masks), so few accepted labels give a small loss."""
         assert self.lp_labels is not None
-        targets = self.lp_labels.to(student_logits.device)[pool_index.to(student_logits.device)]  # (B,)
+        targets = self.lp_labels[pool_index.to(self.lp_labels.device)]  # (B,)
         mask = (targets >= 0).float()
         per_image = F.cross_entropy(student_logits.float(), targets.clamp_min(0), reduction="none")
         return (per_image * mask).mean(), mask
@@ -150,13 +150,11 @@ class MeanTeacher(Classifier):
     def refresh_propagated_labels(self, datamodule: Any) -> dict[str, Any]:
         """Label-propagate over the teacher's embeddings of the labeled set and the pool (collective under DDP:
         every rank calls it and gets rank 0's labels); returns the relabeling statistics."""
-        pool_size = len(datamodule.unlabeled_dataset())
         result = relabel_pool(self, self.teacher, datamodule, self.lp_settings)
-        labels = torch.full((pool_size,), -1, dtype=torch.long)
-        labels[torch.as_tensor(result["positions"], dtype=torch.long)] = torch.as_tensor(
-            result["labels"], dtype=torch.long
-        )
-        self.lp_labels = labels
+        labels = np.full(result["stats"]["pool"], -1, dtype=np.int64)
+        labels[result["positions"]] = result["labels"]
+        # On the module's device once per relabeling, not once per training step.
+        self.lp_labels = torch.from_numpy(labels).to(self.device)
         return result
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
