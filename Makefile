@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 RUN ?= runs/quickstart/demo
 
-.PHONY: demo test lint typecheck bench bench-label-efficiency bench-throughput bench-data bench-inference \
+.PHONY: demo test test-fast lint typecheck bench bench-label-efficiency bench-throughput bench-data bench-inference \
 	bench-time-to-accuracy bench-model-zoo clean
 
 $(BIN)/python:
@@ -31,6 +31,10 @@ demo: $(VENV)/.installed
 ## test: the whole test suite (hermetic; PBC tests skip without ../shared/datasets/pbc)
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
+
+## test-fast: unit and contract tests only (no Slurm, Ray, DDP, compile, ONNX or multi-epoch fits), under 90 s
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -m "not slow"
 
 ## bench: the speed benchmarks (never part of `make test`); results under bench/results/. The long accuracy grids
 ## (bench-label-efficiency, bench-model-zoo) are separate targets: hours on a 2-core CPU.
