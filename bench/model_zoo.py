@@ -7,7 +7,7 @@ chosen on validation -- so every model sees the same deduplicated, stratified sp
 gets. The classical baseline (``baseline_svm``, ``baseline_rf``) runs ``bloodcls baseline`` on the same config.
 
 Image size: 64 px (the base config) unless a model needs more, in which case its fragment's size (inception_v3 and
-hybrid_inception_xception: 128 px); always within 64-128 px (``--image-size N`` forces one size, raised to a
+bloodcls_hybrid_inception_xception: 128 px); always within 64-128 px (``--image-size N`` forces one size, raised to a
 model's minimum). Measured per model, besides accuracy / balanced accuracy / macro-F1 on the test split:
 parameters, the fit's wall time, inference images/s (batch 256, eval mode, after warm-up, on the training
 device and precision) and training images/s (optimizer steps at the config's batch size), from which
@@ -52,7 +52,7 @@ PUBLISHED: dict[str, float] = {
     "densenet201": 94.26,
     "mobilenetv2_100": 92.01,
     "inception_v3": 93.1,
-    "hybrid_inception_xception": 98.51,
+    "bloodcls_hybrid_inception_xception": 98.51,
 }
 COLUMNS = (
     "model",

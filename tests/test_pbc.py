@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pytest
 
 from bloodcls.data import BloodCellDataModule
 from bloodcls.data.cache import hash_files
@@ -14,6 +15,9 @@ from bloodcls.data.sources import list_image_folder
 from bloodcls.data.splits import deduplicate
 from bloodcls.evaluation.callbacks import TestReport
 from bloodcls.strategies import Supervised
+
+# Real data: hashing ~17,000 images and a fit on a PBC subset take far longer than the fast tier allows.
+pytestmark = pytest.mark.slow
 
 PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 

@@ -1,34 +1,50 @@
 """Test-set metrics for a K-class classifier: per-class and macro scores, AUROC, NLL and calibration.
 
 Everything here is a pure function of ``probs`` (N, K) and ``targets`` (N,); no Lightning imports, so the
-same numbers come out of ``bloodcls test``, a notebook, or a unit test.
+same numbers come out of ``bloodcls test``, a notebook, or a unit test. Per-class and macro precision, recall,
+F1, specificity, accuracy, AUROC and the confusion matrix come from torchmetrics' functional metrics (the code
+behind ``torchmetrics.classification.Multiclass*``); NLL, balanced accuracy and the calibration bins are
+computed here, for the reasons given where they are.
 
 Conventions (chosen so a hematology reader is never surprised by a NaN or a silently diluted average):
 
 - The prediction is ``argmax(probs)``; ties go to the lowest class index.
 - Ratios with a zero denominator are 0.0, never NaN (precision of a class never predicted, recall of a
-  class with no support, specificity when every sample belongs to the class).
+  class with no support, specificity when every sample belongs to the class): torchmetrics'
+  ``zero_division=0``.
 - ``balanced_acc`` is the mean recall over classes *present in targets* (as sklearn's
   ``balanced_accuracy_score``).
 - ``macro_precision`` / ``macro_recall`` / ``macro_f1`` / ``macro_specificity`` average over classes present
-  in targets *or* predictions (sklearn's default label set). A class absent from both has nothing to
-  score and is left out; a class predicted but never true still counts (with F1 = 0) because those false
-  positives are real errors. In the normal case every class is present and all K classes are averaged.
+  in targets *or* predictions (sklearn's default label set; torchmetrics' ``average="macro"`` leaves out the
+  classes with TP + FP + FN = 0, the same set). A class absent from both has nothing to score and is left out;
+  a class predicted but never true still counts (with F1 = 0) because those false positives are real errors.
+  In the normal case every class is present and all K classes are averaged.
 - ``auroc`` is the unweighted mean of the one-vs-rest AUROCs and is ``None`` unless every one of the K
   classes has both positives and negatives — a partial average would not be comparable across runs.
-  Per-class AUROCs are reported wherever they are defined.
+  Per-class AUROCs are reported wherever they are defined (``None`` elsewhere).
 - ``ece`` uses equal-width bins on the max probability, ``[lo, hi)`` with 1.0 folded into the last bin.
+- Scores from torchmetrics are float32; they are written as the shortest decimal that is the same float32
+  (``0.6666667``, not ``0.6666666865348816``), so ``metrics.json`` carries no false digits.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import auc, roc_curve
-from torchmetrics.functional.classification import multiclass_confusion_matrix
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_auroc,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+    multiclass_specificity,
+)
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -147,6 +163,31 @@ def expected_calibration_error(bins: dict[str, list[float]]) -> float:
     return float((count * gap).sum() / count.sum())
 
 
+def _scores(x: torch.Tensor) -> list[float]:
+    """A float32 tensor of scores as Python floats, each the shortest decimal that is the same float32."""
+    return [float(str(v)) for v in x.detach().cpu().to(torch.float32).reshape(-1).numpy()]
+
+
+def _score(x: torch.Tensor) -> float:
+    return _scores(x)[0]
+
+
+def _per_class_auroc(p: np.ndarray, t: np.ndarray, k: int) -> list[float | None]:
+    """One-vs-rest AUROC per class; ``None`` for a class without positives or without negatives.
+
+    torchmetrics returns 0.0 with a warning for such a class; 0.0 would read as "perfectly wrong", so it is
+    replaced by ``None`` here and the warning (which says the same) is silenced.
+    """
+    # torchmetrics softmaxes preds outside [0, 1] as logits, which would reorder the samples' scores; the
+    # validation tolerates rows a rounding error above 1, so clip them back instead.
+    scores = torch.from_numpy(np.clip(p, 0.0, 1.0))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No (positive|negative) samples in targets")
+        values = _scores(multiclass_auroc(scores, torch.from_numpy(t), num_classes=k, average=None))
+    n_pos = np.bincount(t, minlength=k)
+    return [values[c] if 0 < n_pos[c] < t.size else None for c in range(k)]
+
+
 def classification_metrics(probs: ArrayLike, targets: ArrayLike, class_names: Sequence[str]) -> dict[str, Any]:
     """All headline, per-class and calibration numbers for one evaluation, as a JSON-serialisable dict.
 
@@ -160,27 +201,30 @@ def classification_metrics(probs: ArrayLike, targets: ArrayLike, class_names: Se
         raise ValueError(f"need at least 2 class names; got {list(class_names)}")
     p, t = validate_inputs(probs, targets, k)
     n = t.size
-    pred = p.argmax(axis=1)  # (N,)
-
-    cm = multiclass_confusion_matrix(torch.from_numpy(pred), torch.from_numpy(t), num_classes=k).numpy()
-    cm = cm.astype(np.int64)  # (K, K) rows = true, cols = predicted
-    tp = np.diag(cm)
+    # Hard predictions go to torchmetrics as class indices: argmax here keeps the lowest-index tie rule explicit.
+    pred, target = torch.from_numpy(p.argmax(axis=1)), torch.from_numpy(t)
+    cm = multiclass_confusion_matrix(pred, target, num_classes=k).numpy().astype(np.int64)  # rows true, cols pred
     support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    fp = predicted - tp
-    fn = support - tp
-    tn = n - tp - fp - fn
 
-    precision = _safe_div(tp, tp + fp)
-    recall = _safe_div(tp, tp + fn)
-    f1 = _safe_div(2 * precision * recall, precision + recall)
-    specificity = _safe_div(tn, tn + fp)
+    stat_metrics = {
+        "precision": multiclass_precision,
+        "recall": multiclass_recall,
+        "f1": multiclass_f1_score,
+        "specificity": multiclass_specificity,
+    }
+    per: dict[str, list[float]] = {}
+    macro: dict[str, float] = {}
+    for key, fn in stat_metrics.items():
+        per[key] = _scores(fn(pred, target, num_classes=k, average=None))
+        macro[key] = _score(fn(pred, target, num_classes=k, average="macro"))
+    # Not torchmetrics' MulticlassAccuracy(average="macro"): that also averages classes predicted but absent
+    # from the targets (recall 0), so it is below sklearn's balanced accuracy whenever such a class exists.
+    balanced_acc = float(np.mean([r for r, s in zip(per["recall"], support, strict=True) if s > 0]))
 
-    present = support > 0
-    active = present | (predicted > 0)
-
-    aurocs = [_roc_one_vs_rest(p[:, c], t == c)[2] for c in range(k)]
-    macro_auroc = None if any(a is None for a in aurocs) else float(np.mean(aurocs))
+    aurocs = _per_class_auroc(p, t, k)
+    defined = [a for a in aurocs if a is not None]
+    # The mean of the per-class values is what MulticlassAUROC(average="macro") computes when all are defined.
+    macro_auroc = float(np.mean(defined)) if len(defined) == k else None
 
     p_target = p[np.arange(n), t]
     nll = float(-np.log(np.clip(p_target, _NLL_EPS, None)).mean())
@@ -189,24 +233,25 @@ def classification_metrics(probs: ArrayLike, targets: ArrayLike, class_names: Se
         {
             "class": str(class_names[c]),
             "support": int(support[c]),
-            "precision": float(precision[c]),
-            "recall": float(recall[c]),
-            "f1": float(f1[c]),
-            "specificity": float(specificity[c]),
+            **{key: per[key][c] for key in stat_metrics},
             "auroc": aurocs[c],
         }
         for c in range(k)
     ]
     return {
         "n": int(n),
-        "acc": float(tp.sum() / n),
-        "balanced_acc": float(recall[present].mean()),
-        "macro_f1": float(f1[active].mean()),
-        "macro_precision": float(precision[active].mean()),
-        "macro_recall": float(recall[active].mean()),
-        "macro_specificity": float(specificity[active].mean()),
+        "acc": _score(multiclass_accuracy(pred, target, num_classes=k, average="micro")),
+        "balanced_acc": balanced_acc,
+        "macro_f1": macro["f1"],
+        "macro_precision": macro["precision"],
+        "macro_recall": macro["recall"],
+        "macro_specificity": macro["specificity"],
         "auroc": macro_auroc,
         "nll": nll,
+        # Hand-binned, not MulticlassCalibrationError: torchmetrics casts confidences to float32 and puts a
+        # confidence of exactly 1.0 (common for a confident float32 softmax) into an extra 16th bin of its own,
+        # so its ECE differs from the reliability diagram's, which folds 1.0 into the last bin. Elsewhere the
+        # two agree (tests/evaluation/test_metrics.py checks both the agreement and the difference).
         "ece": expected_calibration_error(calibration_bins(p, t, n_bins=15)),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),

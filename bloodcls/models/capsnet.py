@@ -135,11 +135,6 @@ class CapsNet(nn.Module):
         self.num_features = self.head_hidden_size = num_classes * self.class_dim
 
 
-def lengths_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Capsule lengths (B, K) in [0, 1) from ``CapsNet`` logits (log-odds)."""
-    return torch.sigmoid(logits)
-
-
 default_cfgs = generate_default_cfgs(
     {
         "bloodcls_capsnet.untrained": zoo_cfg(

@@ -10,8 +10,7 @@ from typing import Any
 import timm
 from torch import nn
 
-import bloodcls.models.small_cnn  # noqa: F401  (registers bloodcls_* models into timm)
-import bloodcls.models.zoo  # noqa: F401  (registers the model-zoo networks into timm)
+import bloodcls.models.zoo  # noqa: F401  (imports every bloodcls network, registering it into timm)
 from bloodcls.errors import MissingPathError, UserInputError
 
 

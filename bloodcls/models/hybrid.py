@@ -68,7 +68,7 @@ class HybridInceptionXception(TimmHeadMixin, nn.Module):
 default_cfgs = generate_default_cfgs(
     {
         # Both trunks' ImageNet weights expect [-1, 1] inputs (mean = std = 0.5).
-        "hybrid_inception_xception.untrained": zoo_cfg(
+        "bloodcls_hybrid_inception_xception.untrained": zoo_cfg(
             input_size=299,
             min_input_size=75,
             first_conv=("inception.Conv2d_1a_3x3.conv", "xception.conv1"),
@@ -80,9 +80,11 @@ default_cfgs = generate_default_cfgs(
 
 
 @register_model
-def hybrid_inception_xception(pretrained: bool = False, **kwargs: Any) -> HybridInceptionXception:
+def bloodcls_hybrid_inception_xception(pretrained: bool = False, **kwargs: Any) -> HybridInceptionXception:
     """~45 M parameters: Inception-v3 + Xception trunks, pooled features concatenated, dense 512, dropout 0.5."""
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
     whole_checkpoint = pretrained and isinstance(overlay, dict) and bool(overlay.get("file") or overlay.get("url"))
     kwargs.setdefault("pretrained_trunks", pretrained and not whole_checkpoint)
-    return build_model_with_cfg(HybridInceptionXception, "hybrid_inception_xception", whole_checkpoint, **kwargs)
+    return build_model_with_cfg(
+        HybridInceptionXception, "bloodcls_hybrid_inception_xception", whole_checkpoint, **kwargs
+    )

@@ -1,4 +1,4 @@
-"""Two compact CNNs from the white-blood-cell classification literature, as specified in the model-zoo issue.
+"""Two compact CNNs from the white-blood-cell classification literature.
 
 ``bloodcls_cnn7``: seven 3x3 conv blocks (32-64-64-64-128-256-256 filters, ReLU, dropout 0.25), 2x2 max-pooling,
 dense 128 and the classifier, published for 100x100 RGB crops. Pooling all seven blocks would shrink 100 px to

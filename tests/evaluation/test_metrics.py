@@ -115,6 +115,51 @@ def test_matches_sklearn_on_random_data() -> None:
     assert [r["f1"] for r in m["per_class"]] == pytest.approx(per_class_f1.tolist())
 
 
+def test_per_class_scores_match_sklearn_on_random_data() -> None:
+    probs, targets = _random_case(k=6, seed=3)
+    m = classification_metrics(probs, targets, [f"c{i}" for i in range(6)])
+    pred = probs.argmax(axis=1)
+    rows = m["per_class"]
+    assert [r["precision"] for r in rows] == pytest.approx(precision_score(targets, pred, average=None).tolist())
+    assert [r["recall"] for r in rows] == pytest.approx(recall_score(targets, pred, average=None).tolist())
+    assert [r["support"] for r in rows] == np.bincount(targets, minlength=6).tolist()
+    # Specificity of class c is the recall of "not c" in the one-vs-rest problem.
+    specificity = [recall_score(targets != c, pred != c) for c in range(6)]
+    assert [r["specificity"] for r in rows] == pytest.approx(specificity)
+    assert m["macro_specificity"] == pytest.approx(np.mean(specificity))
+    assert [r["auroc"] for r in rows] == pytest.approx([roc_auc_score(targets == c, probs[:, c]) for c in range(6)])
+
+
+def test_class_predicted_but_absent_counts_in_macro_but_not_in_balanced_acc() -> None:
+    # Class 2 is never true but predicted once: its false positive lowers macro precision/recall/F1 (sklearn's
+    # label set), while balanced accuracy averages recall over the classes present only (sklearn again).
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.2, 0.7], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
+    targets = np.array([0, 0, 1, 1])
+    pred = probs.argmax(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns about the predicted-but-absent class
+        ref_balanced = balanced_accuracy_score(targets, pred)
+        ref = {
+            "macro_precision": precision_score(targets, pred, average="macro", zero_division=0),
+            "macro_recall": recall_score(targets, pred, average="macro", zero_division=0),
+            "macro_f1": f1_score(targets, pred, average="macro", zero_division=0),
+        }
+    m = classification_metrics(probs, targets, NAMES3)
+    assert m["balanced_acc"] == pytest.approx(ref_balanced) == pytest.approx(0.75)
+    for key, value in ref.items():
+        assert m[key] == pytest.approx(value), key
+    assert m["macro_recall"] == pytest.approx(0.5)  # (1/2 + 1 + 0) / 3: class 2 counts with recall 0
+    row = m["per_class"][2]
+    assert (row["support"], row["precision"], row["recall"], row["f1"]) == (0, 0.0, 0.0, 0.0)
+    assert row["specificity"] == pytest.approx(3 / 4) and row["auroc"] is None
+
+
+def test_scores_are_written_without_float32_noise() -> None:
+    m = classification_metrics(HAND_PROBS, HAND_TARGETS, NAMES3)
+    assert m["per_class"][1]["precision"] == 0.6666667  # not 0.6666666865348816
+    assert m["acc"] == 0.6666667 and m["per_class"][0]["auroc"] == 0.875
+
+
 def test_ece_matches_torchmetrics() -> None:
     probs, targets = _random_case(seed=1)
     ours = classification_metrics(probs, targets, [str(i) for i in range(probs.shape[1])])["ece"]
@@ -122,6 +167,18 @@ def test_ece_matches_torchmetrics() -> None:
         torch.from_numpy(probs), torch.from_numpy(targets), num_classes=probs.shape[1], n_bins=15
     )
     assert ours == pytest.approx(float(ref), abs=1e-6)
+
+
+def test_ece_folds_confidence_one_into_the_last_bin_where_torchmetrics_adds_a_bin() -> None:
+    # Why the ECE is binned here and not by MulticlassCalibrationError: torchmetrics gives a confidence of
+    # exactly 1.0 a 16th bin of its own. Here the 1.0 (right) and the 0.95 (wrong) share the last bin:
+    # |1/2 - 0.975| * 2/3 + |1 - 0.7| * 1/3; torchmetrics: (|1 - 1| + |0 - 0.95| + |1 - 0.7|) / 3.
+    probs = np.array([[1.0, 0.0], [0.95, 0.05], [0.7, 0.3]])
+    targets = np.array([0, 1, 0])
+    ours = classification_metrics(probs, targets, ["x", "y"])["ece"]
+    assert ours == pytest.approx(0.475 * 2 / 3 + 0.3 / 3)
+    ref = multiclass_calibration_error(torch.from_numpy(probs), torch.from_numpy(targets), num_classes=2, n_bins=15)
+    assert float(ref) == pytest.approx((0.95 + 0.3) / 3, abs=1e-6)
 
 
 def test_roc_curves_match_sklearn_and_mark_undefined() -> None:

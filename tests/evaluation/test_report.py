@@ -11,6 +11,16 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 from rich.console import Console
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from bloodcls.evaluation.metrics import classification_metrics
 from bloodcls.evaluation.report import PER_CLASS_FIELDS, print_report, write_report
@@ -48,27 +58,68 @@ def test_all_files_are_written(report_dir: Path) -> None:
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
 
 
-def test_metrics_json_matches_classification_metrics(report_dir: Path, case: tuple[np.ndarray, np.ndarray]) -> None:
+def _sklearn_reference(probs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """The report's numbers computed independently with scikit-learn (and numpy for the ECE)."""
+    pred = probs.argmax(axis=1)
+    k = len(NAMES)
+    conf = probs.max(axis=1)
+    bins = np.minimum((conf * 15).astype(int), 14)  # 15 equal-width bins, 1.0 in the last
+    ece = sum(
+        abs((pred == targets)[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean()
+        for b in range(15)
+        if (bins == b).any()
+    )
+    return {
+        "n": len(targets),
+        "acc": accuracy_score(targets, pred),
+        "balanced_acc": balanced_accuracy_score(targets, pred),
+        "macro_f1": f1_score(targets, pred, average="macro"),
+        "macro_precision": precision_score(targets, pred, average="macro"),
+        "macro_recall": recall_score(targets, pred, average="macro"),
+        "macro_specificity": np.mean([recall_score(targets != c, pred != c) for c in range(k)]),
+        "auroc": roc_auc_score(targets, probs, multi_class="ovr"),
+        "nll": log_loss(targets, probs),
+        "ece": ece,
+        "confusion_matrix": confusion_matrix(targets, pred).tolist(),
+        "per_class": {
+            "support": np.bincount(targets, minlength=k).tolist(),
+            "precision": precision_score(targets, pred, average=None).tolist(),
+            "recall": recall_score(targets, pred, average=None).tolist(),
+            "f1": f1_score(targets, pred, average=None).tolist(),
+            "specificity": [recall_score(targets != c, pred != c) for c in range(k)],
+            "auroc": [roc_auc_score(targets == c, probs[:, c]) for c in range(k)],
+        },
+    }
+
+
+def test_metrics_json_matches_sklearn(report_dir: Path, case: tuple[np.ndarray, np.ndarray]) -> None:
     probs, targets = case
     written = json.loads((report_dir / "metrics.json").read_text())
-    run = written.pop("run")
-    assert run == {"checkpoint": "runs/a/best.ckpt", "skipped": ["bad.png"]}
-    assert written == classification_metrics(probs, targets, NAMES)  # floats round-trip JSON exactly
+    assert written.pop("run") == {"checkpoint": "runs/a/best.ckpt", "skipped": ["bad.png"]}
+    ref = _sklearn_reference(probs, targets)
+    assert written["confusion_matrix"] == ref.pop("confusion_matrix")
+    ref_per_class = ref.pop("per_class")
+    for key, value in ref.items():
+        assert written[key] == pytest.approx(value, abs=1e-6), key
+    assert [r["class"] for r in written["per_class"]] == NAMES
+    for key, values in ref_per_class.items():
+        assert [r[key] for r in written["per_class"]] == pytest.approx(values, abs=1e-6), key
+    # The case is not trivial: a wrong metric would not pass by coincidence.
+    assert 0.5 < ref["acc"] < 1.0 and len(set(ref_per_class["f1"])) == len(NAMES)
     returned = json.loads((report_dir / "_returned.json").read_text())
-    assert returned == {**written, "run": run}
+    assert returned == {**written, "run": {"checkpoint": "runs/a/best.ckpt", "skipped": ["bad.png"]}}
 
 
-def test_per_class_csv(report_dir: Path) -> None:
+def test_per_class_csv(report_dir: Path, case: tuple[np.ndarray, np.ndarray]) -> None:
     with (report_dir / "per_class.csv").open(newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
     assert tuple(reader.fieldnames or ()) == PER_CLASS_FIELDS
     assert [r["class"] for r in rows] == NAMES
-    metrics = json.loads((report_dir / "metrics.json").read_text())
-    for row, ref in zip(rows, metrics["per_class"], strict=True):
-        assert int(row["support"]) == ref["support"]
-        assert float(row["f1"]) == pytest.approx(ref["f1"])
-        assert float(row["auroc"]) == pytest.approx(ref["auroc"])
+    ref = _sklearn_reference(*case)["per_class"]
+    assert [int(r["support"]) for r in rows] == ref["support"]
+    for key in ("precision", "recall", "f1", "specificity", "auroc"):
+        assert [float(r[key]) for r in rows] == pytest.approx(ref[key], abs=1e-6), key
 
 
 def test_predictions_csv(report_dir: Path, case: tuple[np.ndarray, np.ndarray]) -> None:

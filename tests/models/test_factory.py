@@ -107,6 +107,8 @@ def test_cli_resolves_a_null_image_size_from_the_pretrained_config(
     assert config.data.init_args.image_size == expected
 
 
+# A whole CLI fit at 160 px (the resolution rule alone is the fast test above).
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore")
 def test_pretrained_fit_trains_at_the_weights_input_size_with_their_normalisation(tmp_path: Path) -> None:
     # test_resnet's pretrained config: 160 px, mean = std = 0.5 -- both differ from the 64 px ImageNet defaults.

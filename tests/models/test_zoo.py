@@ -3,6 +3,7 @@ reference tests for the capsule margin loss, DBN contrastive divergence and the 
 
 from __future__ import annotations
 
+import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ import torch
 import yaml
 from conftest import REPO
 
+import bloodcls.models
 from bloodcls.cli import main
 from bloodcls.errors import UserInputError
 from bloodcls.models import create_backbone
@@ -25,21 +27,20 @@ from bloodcls.strategies import FixMatch, MeanTeacher, Supervised
 from bloodcls.strategies.rbm_pretraining import GreedyRBMPretraining
 
 MODEL_CONFIGS = sorted((REPO / "configs" / "models").glob("*.yaml"))
-TIMM_IN_CONFIGS = {
-    "vgg16",
-    "vgg19",
-    "resnet18",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "inception_v3",
-    "legacy_xception",
-    "mobilenetv2_100",
-    "densenet201",
-    "efficientnet_b0",
-    "convnext_atto",
-}
 TIMM_MIN_SIZE = {"inception_v3": 75}  # the other timm configs run from 32 px
+# Networks that resize their input internally: any size runs, min_input_size is nominal.
+RESIZES_INPUT = frozenset({"bloodcls_rnn", "bloodcls_dbn"})
+# Two ImageNet trunks at full size (~45 M parameters): seconds per test, so only in the slow tier.
+FULL_SIZE_ONLY = {"bloodcls_hybrid_inception_xception"}
+
+
+def _zoo(exclude: frozenset[str] = frozenset()) -> list[Any]:
+    """ZOO_MODELS as pytest params, the full-size-only networks marked slow."""
+    return [
+        pytest.param(name, marks=pytest.mark.slow) if name in FULL_SIZE_ONLY else name
+        for name in ZOO_MODELS
+        if name not in exclude
+    ]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -62,7 +63,7 @@ def _config(path: Path) -> tuple[str, int | None]:
 
 
 # ---------------------------------------------------------------------------------------------- every network
-@pytest.mark.parametrize("name", ZOO_MODELS)
+@pytest.mark.parametrize("name", _zoo())
 def test_network_follows_the_timm_interface(name: str) -> None:
     torch.manual_seed(0)
     net: Any = create_backbone(name, num_classes=5).eval()  # timm interface: forward_head, num_features...
@@ -82,9 +83,7 @@ def test_network_follows_the_timm_interface(name: str) -> None:
         assert net.get_classifier() is not None
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in ZOO_MODELS if n not in ("hybrid_inception_xception", "bloodcls_rnn", "bloodcls_dbn")]
-)
+@pytest.mark.parametrize("name", _zoo(exclude=RESIZES_INPUT))
 def test_min_input_size_is_the_smallest_that_runs(name: str) -> None:
     net = create_backbone(name, num_classes=5).eval()
     below = _min_size(name) - 1
@@ -93,7 +92,7 @@ def test_min_input_size_is_the_smallest_that_runs(name: str) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
-@pytest.mark.parametrize("name", ZOO_MODELS)
+@pytest.mark.parametrize("name", _zoo())
 def test_one_supervised_step_on_uint8_images_is_finite_with_gradients(name: str) -> None:
     torch.manual_seed(0)
     model = Supervised(num_classes=5, backbone=name)
@@ -109,14 +108,14 @@ def test_one_supervised_step_on_uint8_images_is_finite_with_gradients(name: str)
     grads = {n: p.grad for n, p in model.net.named_parameters() if p.grad is not None}
     assert grads and all(torch.isfinite(g).all() for g in grads.values())
     assert sum(float(g.abs().sum()) for g in grads.values()) > 0
-    if name == "hybrid_inception_xception":  # both trunks learn
+    if name == "bloodcls_hybrid_inception_xception":  # both trunks learn
         assert any(n.startswith("inception.") for n in grads) and any(n.startswith("xception.") for n in grads)
     assert model.embed(batch["image"]).shape == (2, model.net.num_features)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 @pytest.mark.parametrize("strategy", ["fixmatch", "mean_teacher"])
-@pytest.mark.parametrize("name", ZOO_MODELS)
+@pytest.mark.parametrize("name", _zoo())
 def test_semi_supervised_step_reaches_every_network_through_its_unlabeled_term(name: str, strategy: str) -> None:
     torch.manual_seed(0)
     common: dict[str, Any] = {"num_classes": 3, "backbone": name}
@@ -147,8 +146,18 @@ def test_model_config_names_a_model_and_a_size_it_runs_at(path: Path) -> None:
     assert (image_size or 64) >= _min_size(backbone)  # 64 px: the resolution of the full configs
 
 
-def test_every_zoo_network_and_literature_backbone_has_a_config() -> None:
-    assert set(ZOO_MODELS) | TIMM_IN_CONFIGS == {_config(p)[0] for p in MODEL_CONFIGS}
+def test_zoo_is_every_registered_bloodcls_network_and_each_has_a_config() -> None:
+    # Every model that a module of bloodcls.models registers carries the bloodcls_ prefix (no squatting in timm's
+    # global namespace), and every one of them except the demo CNNs is in the zoo, with a config.
+    modules = [m.name for m in pkgutil.iter_modules(bloodcls.models.__path__)]
+    registered = set(timm.list_models(module=modules))
+    assert registered and all(name.startswith("bloodcls_") for name in registered), sorted(registered)
+    assert not timm.is_model("hybrid_inception_xception")
+    assert set(ZOO_MODELS) == registered - {"bloodcls_cnn_small", "bloodcls_cnn_tiny"}
+    in_configs = {_config(p)[0] for p in MODEL_CONFIGS}
+    assert set(ZOO_MODELS) <= in_configs
+    # The other configs are the literature's timm backbones, not unlisted bloodcls networks.
+    assert not any(name.startswith("bloodcls_") for name in in_configs - set(ZOO_MODELS))
 
 
 def test_one_small_timm_backbone_from_the_configs_runs() -> None:
