@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bloodcls.data import BloodCellDataModule
+from bloodcls.data import BloodCellDataModule, SyntheticSource
 from bloodcls.data import splits as S
 
 
@@ -20,7 +20,7 @@ def _dm(**kwargs: object) -> BloodCellDataModule:
 
 
 def test_synthetic_subsets_are_disjoint_and_stratified() -> None:
-    dm = _dm(synthetic_per_class=20)
+    dm = _dm(source=SyntheticSource(20))
     dm.setup("fit")
     assert dm.num_classes == 5 and dm.class_names[0] == "basophil"
     counts = S.subset_counts(dm.data.listing.labels, dm.subsets, 5)
@@ -30,7 +30,7 @@ def test_synthetic_subsets_are_disjoint_and_stratified() -> None:
 
 
 def test_batches_are_named_uint8_dicts() -> None:
-    dm = _dm(synthetic_per_class=10)
+    dm = _dm(source=SyntheticSource(10))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"image", "label", "index"}
@@ -41,7 +41,7 @@ def test_batches_are_named_uint8_dicts() -> None:
 
 
 def test_labels_per_class_makes_unlabeled_pool() -> None:
-    dm = _dm(synthetic_per_class=20, labels_per_class=4)
+    dm = _dm(source=SyntheticSource(20), labels_per_class=4)
     dm.setup("fit")
     labels = dm.data.listing.labels
     assert Counter(labels[dm.rows_of("train")].tolist()) == {c: 4 for c in range(5)}
@@ -86,16 +86,16 @@ def test_duplicates_and_label_conflicts_are_dropped_and_reported(tmp_path: Path,
 
 
 def test_split_is_restored_from_checkpoint_state_and_split_file(tmp_path: Path) -> None:
-    dm = _dm(synthetic_per_class=12)
+    dm = _dm(source=SyntheticSource(12))
     dm.setup("fit")
     state = dm.state_dict()
     dm.write_split(tmp_path)
     # A different seed would make a different split, but the saved one wins.
-    other = _dm(synthetic_per_class=12, split_seed=99)
+    other = _dm(source=SyntheticSource(12), split_seed=99)
     other.setup("test")
     other.load_state_dict(state)
     np.testing.assert_array_equal(other.subsets, dm.subsets)
-    from_file = _dm(synthetic_per_class=12, split_seed=99, split_file=str(tmp_path / "split.csv"))
+    from_file = _dm(source=SyntheticSource(12), split_seed=99, split_file=str(tmp_path / "split.csv"))
     from_file.setup("test")
     np.testing.assert_array_equal(from_file.subsets, dm.subsets)
     assert json.loads((tmp_path / "data_report.json").read_text())["n_usable"] == 60
@@ -104,7 +104,7 @@ def test_split_is_restored_from_checkpoint_state_and_split_file(tmp_path: Path) 
 def test_kfold_test_folds_cover_dataset() -> None:
     test_rows = []
     for fold in range(3):
-        dm = _dm(synthetic_per_class=9, n_folds=3, fold=fold)
+        dm = _dm(source=SyntheticSource(9), n_folds=3, fold=fold)
         dm.setup("fit")
         test_rows.append(set(dm.rows_of("test").tolist()))
     assert set().union(*test_rows) == set(range(45)) and sum(map(len, test_rows)) == 45
