@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bloodcls.data import BloodCellDataModule, CsvSource, FolderSource, MedMnistSource, SyntheticSource
@@ -42,7 +41,10 @@ def test_data_root_overrides_a_rooted_source_and_is_refused_by_synthetic(image_f
 def test_checkpoint_hparams_hold_the_source_as_plain_data() -> None:
     dm = _dm(source=SyntheticSource(per_class=7, seed=3))
     stored = dm.hparams["source"]
-    assert stored == {"class_path": "bloodcls.data.sources.synthetic.SyntheticSource", "init_args": {"per_class": 7, "seed": 3}}
+    assert stored == {
+        "class_path": "bloodcls.data.sources.synthetic.SyntheticSource",
+        "init_args": {"per_class": 7, "seed": 3},
+    }
     again = BloodCellDataModule(**{k: v for k, v in dm.hparams.items()})  # what load_from_checkpoint does
     assert again.source == SyntheticSource(per_class=7, seed=3)
 
@@ -55,7 +57,9 @@ def test_datamodule_implements_the_data_protocols_and_serves_requested_views() -
     assert set(supervised) == {"image", "label", "index"}
     dm.request_loaders(
         LoaderRequest(
-            labeled_views={"image": None}, unlabeled_views={"image_weak": "weak", "image_strong": "strong"}, unlabeled_ratio=3
+            labeled_views={"image": None},
+            unlabeled_views={"image_weak": "weak", "image_strong": "strong"},
+            unlabeled_ratio=3,
         )
     )
     batch, *_ = next(iter(dm.train_dataloader()))
