@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from bloodcls.data.loading import DecodeSettings, FolderImages, LoadedData, load
 from bloodcls.data.pools import make_pseudo_labels, pseudo_labeled, unlabeled_pool
 from bloodcls.data.predict import PredictFolder
 from bloodcls.data.sampling import SamplerName, class_counts, smote_oversample
-from bloodcls.data.sources import DataSource, source_for_root
+from bloodcls.data.sources import DataSource, as_source, source_for_root
 from bloodcls.data.transforms import TransformSpec, build_transform
 from bloodcls.errors import UserInputError
 
@@ -99,7 +97,7 @@ class BloodCellDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        source = _as_source(source)
+        source = as_source(source)
         if isinstance(self.hparams.get("source"), DataSource):
             # Checkpoints hold plain data (Lightning reloads them with weights_only=True), never a pickled object.
             self.hparams["source"] = source.config() if source is not None else None
@@ -342,14 +340,3 @@ class BloodCellDataModule(L.LightningDataModule):
     def write_split(self, directory: str | Path) -> Path:
         """Write ``split.csv`` and ``data_report.json`` into ``directory``; returns the split file."""
         return P.write_split_files(directory, self.data, self.subsets, self.data_report())
-
-
-def _as_source(source: DataSource | Mapping[str, Any] | None) -> DataSource | None:
-    """A source object, also from the ``{"class_path", "init_args"}`` form a checkpoint stores it in."""
-    if source is None or isinstance(source, DataSource):
-        return source
-    if isinstance(source, Mapping) and "class_path" in source:
-        module, _, name = str(source["class_path"]).rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        return cls(**dict(source.get("init_args") or {}))  # type: ignore[no-any-return]
-    raise UserInputError(f"data.source: expected a DataSource (class_path + init_args), got {source!r}")

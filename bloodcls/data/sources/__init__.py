@@ -6,13 +6,17 @@ in ``bloodcls.data.loading`` so every source gets the same bad-file handling.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from bloodcls.data.sources.base import DataSource, SourceListing
 from bloodcls.data.sources.folder import FolderSource, list_image_folder, list_predict_folder
 from bloodcls.data.sources.manifest import CsvSource, list_csv_manifest
 from bloodcls.data.sources.medmnist import MedMnistSource
 from bloodcls.data.sources.synthetic import SyntheticSource
+from bloodcls.errors import UserInputError
 
 
 def source_for_root(root: str | None) -> DataSource:
@@ -28,7 +32,19 @@ def source_for_root(root: str | None) -> DataSource:
     return FolderSource(root)
 
 
+def as_source(source: DataSource | Mapping[str, Any] | None) -> DataSource | None:
+    """A source object, also from the ``{"class_path", "init_args"}`` form a checkpoint stores it in."""
+    if source is None or isinstance(source, DataSource):
+        return source
+    if isinstance(source, Mapping) and "class_path" in source:
+        module, _, name = str(source["class_path"]).rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        return cls(**dict(source.get("init_args") or {}))  # type: ignore[no-any-return]
+    raise UserInputError(f"data.source: expected a DataSource (class_path + init_args), got {source!r}")
+
+
 __all__ = [
+    "as_source",
     "CsvSource",
     "DataSource",
     "FolderSource",
