@@ -62,7 +62,7 @@ def test_unknown_config_key_is_a_one_line_error(tmp_path: Path) -> None:
     ("override", "message"),
     [
         (
-            ["--data.init_args.root", "/does/not/exist", "--data.init_args.source", "folder"],
+            ["--data.init_args.root", "/does/not/exist", "--data.init_args.source", "bloodcls.data.FolderSource"],
             "data.root: /does/not/exist does not exist",
         ),
         (["--model.init_args.backbone", "resnet181"], "unknown backbone 'resnet181'"),
