@@ -31,7 +31,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "bloodcls_cnn_tiny",
             "--data.init_args.image_size",
             "32",
-            "--data.init_args.synthetic_per_class",
+            "--data.source.per_class",
             "12",
             "--data.init_args.batch_size",
             "16",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Mapping
+from typing import Protocol
 
 import albumentations as A
 import numpy as np
@@ -12,6 +13,14 @@ import torch
 from torch.utils.data import Dataset
 
 from bloodcls.data.transforms import apply_transform
+
+
+class ImageRows(Protocol):
+    """Anything indexed like an (N, H, W, 3) uint8 array: an array, a memmap, or a lazy view of one."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int, /) -> np.ndarray: ...
 
 
 class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
@@ -24,7 +33,7 @@ class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __init__(
         self,
-        images: np.ndarray,
+        images: ImageRows,
         labels: np.ndarray,
         rows: np.ndarray,
         views: Mapping[str, A.Compose],
@@ -80,7 +89,7 @@ class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
 class IndexedArrayView:
     """Lazy row selection of a (possibly memory-mapped) array without copying it: ``view[i] = array[rows[i]]``."""
 
-    def __init__(self, array: np.ndarray, rows: np.ndarray) -> None:
+    def __init__(self, array: ImageRows, rows: np.ndarray) -> None:
         self.array = array
         self.rows = np.asarray(rows, dtype=np.int64)
 
@@ -88,13 +97,13 @@ class IndexedArrayView:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.array[self.rows[i]]
+        return self.array[int(self.rows[i])]
 
 
 class ConcatArrays:
     """Two array-likes indexed as one (real training images followed by SMOTE-synthesized ones)."""
 
-    def __init__(self, first: IndexedArrayView | np.ndarray, second: np.ndarray) -> None:
+    def __init__(self, first: ImageRows, second: ImageRows) -> None:
         self.first, self.second = first, second
 
     def __len__(self) -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +15,29 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS: int = 100_000_000
 
-# We enforce our own pixel limit with a clear message; PIL's bomb check would raise a less helpful error
-# (or only warn) at a different threshold.
-Image.MAX_IMAGE_PIXELS = None
+_pil_limit_lock = threading.Lock()
+_pil_limit_users = 0
+_pil_limit_saved: int | None = None
+
+
+@contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """Lift PIL's decompression-bomb check while bloodcls decodes (we enforce ``max_pixels`` with a clear
+    message; PIL's check would raise a less helpful error, or only warn, at another threshold). Reference-counted
+    across decode threads, and the user's ``Image.MAX_IMAGE_PIXELS`` is back once the last decode ends."""
+    global _pil_limit_users, _pil_limit_saved
+    with _pil_limit_lock:
+        if _pil_limit_users == 0:
+            _pil_limit_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _pil_limit_users += 1
+    try:
+        yield
+    finally:
+        with _pil_limit_lock:
+            _pil_limit_users -= 1
+            if _pil_limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _pil_limit_saved
 
 
 class BadImageError(ValueError):
@@ -61,7 +84,7 @@ def decode_image(
     if len(data) == 0:
         raise BadImageError(f"{name}: empty file")
     try:
-        with warnings.catch_warnings():
+        with _own_pixel_limit(), warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             width, height = img.size

@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
-from torch.utils.data import DistributedSampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DistributedSampler, Sampler
 
 from bloodcls.errors import UserInputError
 
@@ -205,27 +206,44 @@ class BalancedClassSampler(ShardedSampler):
                     return
 
 
-class EvalShardSampler(DistributedSampler):
-    """Evaluation under DDP: rank r gets positions r, r + W, ... once each -- no padding repeats, so metrics
-    synced across ranks equal a single-process evaluation. Shards differ in length by at most one."""
+def make_sampler(
+    name: SamplerName,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    power: float = 1.0,
+    seed: int = 0,
+    num_samples: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Sampler[int] | None:
+    """The one training-sampler factory: ``balanced``, ``weighted`` (P ~ n_class^-power) or ``none``.
 
-    def __init__(self, n: int, rank: int, world_size: int) -> None:
-        _check_rank(rank, world_size)
-        self.n = int(n)
-        self.rank = int(rank)
-        self.num_replicas = int(world_size)
-        self.num_samples = len(range(self.rank, self.n, self.num_replicas))
-        self.total_size = self.n
-        self.epoch = 0
-        self.shuffle = False
-        self.drop_last = False
-        self.seed = 0
+    ``num_samples`` (per rank) fixes the epoch length: then ``none`` draws uniformly with replacement, so every
+    sampler yields exactly that many indices on each rank. Without it, ``none`` returns None (a plain shuffled
+    loader, which Lightning shards with its DistributedSampler) and the others draw ``len(labels)`` in all.
+    """
+    if name == "balanced":
+        return BalancedClassSampler(labels, num_samples=num_samples, seed=seed, rank=rank, world_size=world_size)
+    if name == "weighted":
+        return weighted_sampler(
+            labels, num_classes, power, seed, num_samples=num_samples, rank=rank, world_size=world_size
+        )
+    if name != "none":
+        raise UserInputError(f"data.sampler={name!r}: expected none|weighted|balanced")
+    if num_samples is None:
+        return None
+    return DrawWithReplacement(len(labels), num_samples, seed=seed, rank=rank, world_size=world_size)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.n, self.num_replicas))
 
-    def __len__(self) -> int:
-        return self.num_samples
+def eval_sampler(n: int, rank: int, world_size: int) -> Sampler[int] | None:
+    """Evaluation under DDP: rank r gets positions r, r + W, ... once each (Lightning's
+    ``UnrepeatedDistributedSampler``) -- no padding repeats, so metrics synced across ranks equal a single-process
+    evaluation. Every rank needs at least one image (DDP syncs buffers on the first evaluation forward), so a set
+    smaller than the world keeps Lightning's padded sampler (None here)."""
+    if world_size == 1 or n < world_size:
+        return None
+    return UnrepeatedDistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=False)
 
 
 def smote_oversample(

@@ -41,7 +41,7 @@ class DedupeResult:
         return sum(len(g) - 1 for g in self.groups if g not in self.conflicts) + sum(len(g) for g in self.conflicts)
 
 
-def deduplicate(hashes: Sequence[str], labels: Sequence[int]) -> DedupeResult:
+def deduplicate(hashes: Sequence[str], labels: Sequence[int] | np.ndarray) -> DedupeResult:
     """Keep the first item of each group of identical content; drop every copy of a label-conflicting group.
 
     A picture filed under two classes has no trustworthy label, so none of its copies is used.
@@ -68,13 +68,18 @@ def deduplicate(hashes: Sequence[str], labels: Sequence[int]) -> DedupeResult:
     return DedupeResult(keep=np.array(sorted(keep), dtype=np.int64), groups=groups, conflicts=conflicts)
 
 
+# Why not scikit-learn's StratifiedShuffleSplit / StratifiedKFold: they shuffle all classes with one stream, so
+# adding images to one class reshuffles every other class's split; StratifiedShuffleSplit refuses classes with a
+# single image and may give a rare class no val/test image at all, where ``_count_for`` guarantees one when the
+# class can spare it; and switching would change every split made so far (split.csv files, checkpoints). Here each
+# class is ordered by content hash and shuffled by its own (seed, class) stream.
 def _class_orders(labels: np.ndarray, keys: Sequence[str] | None, seed: int) -> dict[int, np.ndarray]:
     """Per class: its sample indices, ordered by key and then shuffled with a (seed, class)-specific RNG."""
     orders: dict[int, np.ndarray] = {}
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         if keys is not None:
-            idx = idx[np.argsort([keys[i] for i in idx], kind="stable")]
+            idx = idx[np.argsort([keys[int(i)] for i in idx], kind="stable")]
         rng = np.random.default_rng([seed, int(cls)])
         orders[int(cls)] = idx[rng.permutation(len(idx))]
     return orders
@@ -95,7 +100,7 @@ def _count_for(n: int, fraction: float, reserve: int) -> int:
 
 
 def stratified_split(
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     seed: int = 0,
@@ -120,7 +125,7 @@ def stratified_split(
 
 
 def kfold_split(
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     n_folds: int,
     fold: int,
     val_fraction: float = 0.15,
@@ -152,7 +157,7 @@ def kfold_split(
 
 
 def labeled_budget(
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     subsets: np.ndarray,
     labels_per_class: int | None = None,
     labeled_fraction: float | None = None,
@@ -177,7 +182,7 @@ def labeled_budget(
     train_mask = out == TRAIN
     train_idx = np.flatnonzero(train_mask)
     # Shuffle with a different stream than the split so the budget is a random subset of the training split.
-    orders = _class_orders(labels_arr[train_idx], [keys[i] for i in train_idx] if keys else None, seed + 7919)
+    orders = _class_orders(labels_arr[train_idx], [keys[int(i)] for i in train_idx] if keys else None, seed + 7919)
     for cls, order in orders.items():
         n = len(order)
         if labels_per_class is not None:
@@ -195,7 +200,7 @@ def labeled_budget(
 
 
 def cap_subset(
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     subsets: np.ndarray,
     subset: str,
     per_class: int,
@@ -208,13 +213,15 @@ def cap_subset(
     out = np.array(subsets, dtype=object, copy=True)
     idx = np.flatnonzero(out == subset)
     labels_arr = np.asarray(labels, dtype=np.int64)
-    orders = _class_orders(labels_arr[idx], [keys[i] for i in idx] if keys else None, seed + 104729)
+    orders = _class_orders(labels_arr[idx], [keys[int(i)] for i in idx] if keys else None, seed + 104729)
     for order in orders.values():
         out[idx[order[per_class:]]] = EXCLUDED
     return out
 
 
-def subset_counts(labels: Sequence[int], subsets: Sequence[str], num_classes: int) -> dict[str, list[int]]:
+def subset_counts(
+    labels: Sequence[int] | np.ndarray, subsets: Sequence[str] | np.ndarray, num_classes: int
+) -> dict[str, list[int]]:
     """Per subset, the number of images of each class (for the split report and sanity checks)."""
     labels_arr = np.asarray(labels, dtype=np.int64)
     subsets_arr = np.asarray(subsets, dtype=object)

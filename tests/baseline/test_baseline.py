@@ -122,7 +122,7 @@ def test_command_writes_the_deep_models_report(tmp_path: Path, capsys: pytest.Ca
         [
             "--config",
             str(REPO / "configs" / "quickstart.yaml"),
-            "--data.init_args.synthetic_per_class",
+            "--data.source.per_class",
             "30",
             "--method",
             "rf",

@@ -44,7 +44,7 @@ def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_data_num_classes_is_linked_to_the_model() -> None:
     cli = BloodCLI(
-        args=["--config", str(REPO / "configs/quickstart.yaml"), "--data.init_args.synthetic_per_class", "4"], run=False
+        args=["--config", str(REPO / "configs/quickstart.yaml"), "--data.source.per_class", "4"], run=False
     )
     assert cli.model.num_classes == cli.datamodule.num_classes == 5
     assert cli.model.class_names == cli.datamodule.class_names
@@ -62,7 +62,7 @@ def test_unknown_config_key_is_a_one_line_error(tmp_path: Path) -> None:
     ("override", "message"),
     [
         (
-            ["--data.init_args.root", "/does/not/exist", "--data.init_args.source", "folder"],
+            ["--data.init_args.root", "/does/not/exist", "--data.init_args.source", "bloodcls.data.FolderSource"],
             "data.root: /does/not/exist does not exist",
         ),
         (["--model.init_args.backbone", "resnet181"], "unknown backbone 'resnet181'"),
@@ -82,7 +82,7 @@ def test_quickstart_fit_test_predict(tmp_path: Path) -> None:
     fast = [
         "--trainer.max_epochs",
         "4",
-        "--data.init_args.synthetic_per_class",
+        "--data.source.per_class",
         "120",
         "--data.init_args.num_workers",
         "0",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloodcls.data import BloodCellDataModule
+from bloodcls.data import BloodCellDataModule, SyntheticSource
 from bloodcls.errors import UserInputError
 
 
@@ -116,4 +116,4 @@ def test_unknown_backbone_name() -> None:
 
 def test_zero_val_fraction_refused_for_fit() -> None:
     with pytest.raises(UserInputError, match="no validation images"):
-        _dm(None, synthetic_per_class=5, val_fraction=0.0).setup("fit")
+        _dm(None, source=SyntheticSource(5), val_fraction=0.0).setup("fit")

@@ -8,9 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from bloodcls.data import BloodCellDataModule
+from bloodcls.data import BloodCellDataModule, SyntheticSource
+from bloodcls.data import datamodule as datamodule_module
 from bloodcls.data import splits as S
 
 
@@ -20,7 +22,7 @@ def _dm(**kwargs: object) -> BloodCellDataModule:
 
 
 def test_synthetic_subsets_are_disjoint_and_stratified() -> None:
-    dm = _dm(synthetic_per_class=20)
+    dm = _dm(source=SyntheticSource(20))
     dm.setup("fit")
     assert dm.num_classes == 5 and dm.class_names[0] == "basophil"
     counts = S.subset_counts(dm.data.listing.labels, dm.subsets, 5)
@@ -30,7 +32,7 @@ def test_synthetic_subsets_are_disjoint_and_stratified() -> None:
 
 
 def test_batches_are_named_uint8_dicts() -> None:
-    dm = _dm(synthetic_per_class=10)
+    dm = _dm(source=SyntheticSource(10))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"image", "label", "index"}
@@ -41,7 +43,7 @@ def test_batches_are_named_uint8_dicts() -> None:
 
 
 def test_labels_per_class_makes_unlabeled_pool() -> None:
-    dm = _dm(synthetic_per_class=20, labels_per_class=4)
+    dm = _dm(source=SyntheticSource(20), labels_per_class=4)
     dm.setup("fit")
     labels = dm.data.listing.labels
     assert Counter(labels[dm.rows_of("train")].tolist()) == {c: 4 for c in range(5)}
@@ -63,8 +65,38 @@ def test_balanced_sampler_and_smote_on_imbalanced_folder(tmp_path: Path, image_f
     counts = smote.train_class_counts()
     assert counts[0] == counts.max()  # SMOTE filled basophils up to the majority count
     assert len(smote.train_dataset()) == counts.sum()
-    # Synthetic images never reach val/test.
-    assert len(smote.rows_of("test")) == len(dm.rows_of("test"))
+
+
+def test_smote_seeds_come_from_train_only_and_its_images_never_reach_val_or_test(
+    tmp_path: Path, image_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "imbalanced"
+    shutil.copytree(image_folder, root)
+    for p in sorted((root / "basophil").glob("*.png"))[6:]:
+        p.unlink()
+    seeds: list[np.ndarray] = []
+    real_smote = datamodule_module.smote_oversample
+
+    def recording(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        seeds.append(np.asarray(images).copy())
+        return real_smote(images, labels, seed)
+
+    monkeypatch.setattr(datamodule_module, "smote_oversample", recording)
+    dm = _dm(root=str(root), smote=True, val_fraction=0.2, test_fraction=0.2)
+    dm.setup("fit")
+    n_new = int(dm.train_class_counts().sum()) - len(dm.rows_of("train"))
+    assert n_new > 0
+    # The seeds are exactly the training images: no val/test image shaped a synthetic one.
+    train_images = np.asarray(dm.data.images[dm.rows_of("train")])
+    assert len(seeds) == 1 and np.array_equal(seeds[0], train_images)
+    # Val/test loaders serve only listed rows of their own subset (SMOTE rows carry index -1).
+    for subset, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        index = torch.cat([b["index"] for b in loader])
+        assert sorted(index.tolist()) == sorted(dm.rows_of(subset).tolist())
+        images = torch.cat([b["image"] for b in loader]).permute(0, 2, 3, 1).numpy()
+        assert np.array_equal(images, np.asarray(dm.data.images[index.numpy()]))
+    train_index = torch.cat([b["index"] for b in dm.train_dataloader()])
+    assert (train_index == -1).sum() > 0  # ...while the training loader does serve the synthetic images
 
 
 def test_duplicates_and_label_conflicts_are_dropped_and_reported(tmp_path: Path, image_folder: Path) -> None:
@@ -86,16 +118,16 @@ def test_duplicates_and_label_conflicts_are_dropped_and_reported(tmp_path: Path,
 
 
 def test_split_is_restored_from_checkpoint_state_and_split_file(tmp_path: Path) -> None:
-    dm = _dm(synthetic_per_class=12)
+    dm = _dm(source=SyntheticSource(12))
     dm.setup("fit")
     state = dm.state_dict()
     dm.write_split(tmp_path)
     # A different seed would make a different split, but the saved one wins.
-    other = _dm(synthetic_per_class=12, split_seed=99)
+    other = _dm(source=SyntheticSource(12), split_seed=99)
     other.setup("test")
     other.load_state_dict(state)
     np.testing.assert_array_equal(other.subsets, dm.subsets)
-    from_file = _dm(synthetic_per_class=12, split_seed=99, split_file=str(tmp_path / "split.csv"))
+    from_file = _dm(source=SyntheticSource(12), split_seed=99, split_file=str(tmp_path / "split.csv"))
     from_file.setup("test")
     np.testing.assert_array_equal(from_file.subsets, dm.subsets)
     assert json.loads((tmp_path / "data_report.json").read_text())["n_usable"] == 60
@@ -104,7 +136,7 @@ def test_split_is_restored_from_checkpoint_state_and_split_file(tmp_path: Path) 
 def test_kfold_test_folds_cover_dataset() -> None:
     test_rows = []
     for fold in range(3):
-        dm = _dm(synthetic_per_class=9, n_folds=3, fold=fold)
+        dm = _dm(source=SyntheticSource(9), n_folds=3, fold=fold)
         dm.setup("fit")
         test_rows.append(set(dm.rows_of("test").tolist()))
     assert set().union(*test_rows) == set(range(45)) and sum(map(len, test_rows)) == 45

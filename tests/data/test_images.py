@@ -94,3 +94,18 @@ def test_jpeg_draft_decoding_matches_full_decode_closely() -> None:
     fast = resize_square(decode_image(data, draft_size=64), 64)
     slow = resize_square(decode_image(data), 64)
     assert np.abs(fast.astype(int) - slow.astype(int)).mean() < 3
+
+
+def test_pil_pixel_limit_is_only_lifted_while_bloodcls_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from PIL import Image
+
+    import bloodcls.data  # noqa: F401 - importing bloodcls must not change PIL for the user's process
+
+    assert Image.MAX_IMAGE_PIXELS is not None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a user's own, stricter limit
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 48)).save(buf, format="PNG")
+    assert decode_image(buf.getvalue()).shape == (48, 48, 3)  # 2304 px: ours (100 M) applies, not PIL's
+    assert Image.MAX_IMAGE_PIXELS == 100

@@ -122,7 +122,7 @@ def test_pretrained_fit_trains_at_the_weights_input_size_with_their_normalisatio
             "--model.init_args.backbone=test_resnet",
             f"--model.init_args.pretrained_weights={tmp_path / 'w.pth'}",
             "--data.init_args.image_size=null",
-            "--data.init_args.synthetic_per_class=6",
+            "--data.source.per_class=6",
             "--data.init_args.num_workers=0",
             "--data.init_args.batch_size=8",
             "--trainer.max_epochs=1",

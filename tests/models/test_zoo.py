@@ -303,7 +303,7 @@ def test_dbn_config_pretrains_the_rbms_on_training_images_before_fine_tuning(tmp
             str(REPO / "configs" / "quickstart.yaml"),
             "--config",
             str(REPO / "configs" / "models" / "bloodcls_dbn.yaml"),
-            "--data.init_args.synthetic_per_class=12",
+            "--data.source.per_class=12",
             "--data.init_args.num_workers=0",
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=1",

@@ -34,7 +34,7 @@ DDP = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.d
 DDP += ["--trainer.num_sanity_val_steps", "0"]
 # 5 classes x 20 synthetic images, 20 % val / 20 % test: 12 training images per class, 4 labeled + 8 unlabeled.
 DATA = [
-    "--data.init_args.synthetic_per_class",
+    "--data.source.per_class",
     "20",
     "--data.init_args.val_fraction",
     "0.2",

@@ -91,7 +91,7 @@ def offline_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Offlin
         "WANDB_X_DISABLE_STATS": "true",
     }
     fit = tiny_fit_args(REPO / "configs" / "quickstart.yaml", "configs/loggers/wandb.yaml") + [
-        "--data.init_args.synthetic_per_class",
+        "--data.source.per_class",
         "12",
         "--data.init_args.labels_per_class",
         "4",

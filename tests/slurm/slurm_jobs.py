@@ -14,7 +14,8 @@ from .slurm_cluster import SlurmCluster
 REPO = Path(__file__).resolve().parents[2]
 # The tiny run every job trains: synthetic cells at 32 px, the tiny CNN, no loader workers, no progress bar.
 TINY_FIT = [
-    *("--data.init_args.synthetic_per_class", "20"),
+    *("--data.init_args.source", "bloodcls.data.SyntheticSource"),
+    *("--data.init_args.source.per_class", "20"),
     *("--data.init_args.image_size", "32"),
     *("--model.init_args.backbone", "bloodcls_cnn_tiny"),
     *("--data.init_args.num_workers", "0"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bloodcls.data import BloodCellDataModule
+from bloodcls.data import BloodCellDataModule, SyntheticSource
 from bloodcls.errors import UserInputError
 from bloodcls.strategies import ContrastivePretrain, FixMatch, MeanTeacher, PseudoLabel, SelfTraining, Supervised
 
@@ -21,7 +21,7 @@ def _dm(**kwargs: Any) -> BloodCellDataModule:
         "batch_size": 16,
         "num_workers": 0,
         "cache": "memory",
-        "synthetic_per_class": 30,
+        "source": SyntheticSource(30),
         "labels_per_class": 4,
         "steps_per_epoch": 3,
     }
@@ -91,7 +91,7 @@ def test_supervised_ignores_the_unlabeled_pool(tmp_path: Path) -> None:
 
 def test_self_training_rounds_raise_pool_accuracy_and_mask_ratio(tmp_path: Path) -> None:
     L.seed_everything(0)
-    dm = _dm(synthetic_per_class=60, labels_per_class=8, steps_per_epoch=12, batch_size=20)
+    dm = _dm(source=SyntheticSource(60), labels_per_class=8, steps_per_epoch=12, batch_size=20)
     model = SelfTraining(
         num_classes=5,
         class_names=dm.class_names,
@@ -138,7 +138,7 @@ def test_contrastive_backbone_starts_another_strategy(tmp_path: Path) -> None:
 
 def test_mean_teacher_with_label_propagation_relabels_the_pool_with_the_teacher(tmp_path: Path) -> None:
     L.seed_everything(0)
-    dm = _dm(synthetic_per_class=40, labels_per_class=6, steps_per_epoch=8, batch_size=16)
+    dm = _dm(source=SyntheticSource(40), labels_per_class=6, steps_per_epoch=8, batch_size=16)
     model = MeanTeacher(
         num_classes=5,
         class_names=dm.class_names,

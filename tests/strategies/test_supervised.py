@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from bloodcls.data import BloodCellDataModule
+from bloodcls.data import BloodCellDataModule, SyntheticSource
 from bloodcls.strategies import Supervised
 
 
@@ -41,7 +41,7 @@ def test_preprocess_normalises_uint8_with_backbone_stats() -> None:
 
 
 def test_class_weights_from_datamodule_and_checkpoint_round_trip(tmp_path: Path) -> None:
-    dm = BloodCellDataModule(image_size=32, batch_size=16, num_workers=0, cache="memory", synthetic_per_class=12)
+    dm = BloodCellDataModule(image_size=32, batch_size=16, num_workers=0, cache="memory", source=SyntheticSource(12))
     model = Supervised(
         num_classes=dm.num_classes,
         class_names=dm.class_names,
