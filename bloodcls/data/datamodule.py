@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 from bloodcls.data import splits as S
 from bloodcls.data.cache import CacheMode, decode_files, hash_arrays, resize_arrays
 from bloodcls.data.datasets import ConcatArrays, ImageArrayDataset, IndexedArrayView
+from bloodcls.data.interface import LoaderRequest
 from bloodcls.data.sampling import (
     BalancedClassSampler,
     DrawWithReplacement,
@@ -170,6 +171,7 @@ class BloodCellDataModule(L.LightningDataModule):
         self._predict: tuple[SourceListing, np.ndarray, list[tuple[str, str]]] | None = None
         self._extra_unlabeled: tuple[SourceListing, np.ndarray, np.ndarray] | None = None
         self._pseudo: PseudoLabels | None = None
+        self._request = LoaderRequest()
         self._run_files_written = False
 
     # ------------------------------------------------------------------ classes
@@ -416,20 +418,18 @@ class BloodCellDataModule(L.LightningDataModule):
             return weighted_sampler(labels, self.num_classes, power, seed, num_samples=n, rank=rank, world_size=world)
         return DrawWithReplacement(len(labels), n, seed=seed, rank=rank, world_size=world)
 
-    def _model_hook(self, name: str, default: Any) -> Any:
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        hook = getattr(model, name, None)
-        return hook() if callable(hook) else default
+    def request_loaders(self, request: LoaderRequest) -> None:
+        self._request = request
 
     def train_dataloader(self) -> Any:
         self._write_run_files()
         labeled = self.train_dataset()
-        labeled.views = self._views(self._model_hook("labeled_views", None))
+        labeled.views = self._views(self._request.labeled_views)
         if len(labeled) == 0:
             raise UserInputError("the training split is empty; check data.val_fraction / data.test_fraction")
         if self._pseudo is not None:
             return self._pseudo_round_loaders(labeled)
-        unlabeled_views = self._model_hook("unlabeled_views", None)
+        unlabeled_views = self._request.unlabeled_views
         labeled_loader = self._loader(
             labeled, self.batch_size, True, self._epoch_sampler(labeled.labels, self.batch_size, self.sampler)
         )
@@ -441,7 +441,7 @@ class BloodCellDataModule(L.LightningDataModule):
                 "this strategy needs unlabeled images: set data.labels_per_class / data.labeled_fraction, or "
                 "data.unlabeled_root"
             )
-        ratio = float(self._model_hook("unlabeled_ratio", 1.0))
+        ratio = self._request.unlabeled_ratio
         batch = self.hparams.unlabeled_batch_size or max(1, int(round(self.batch_size * ratio)))
         unlabeled_loader = self._loader(
             pool, batch, True, self._epoch_sampler(np.zeros(len(pool), np.int64), batch, "none")
