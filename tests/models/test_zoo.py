@@ -14,6 +14,7 @@ import torch
 import yaml
 from conftest import REPO
 
+from bloodcls.callbacks.rbm_pretraining import GreedyRBMPretraining
 from bloodcls.cli import main
 from bloodcls.errors import UserInputError
 from bloodcls.models import create_backbone
@@ -22,7 +23,6 @@ from bloodcls.models.dbn import DBN, cd_step
 from bloodcls.models.recurrent import RecurrentClassifier
 from bloodcls.models.zoo import ZOO_MODELS
 from bloodcls.strategies import FixMatch, MeanTeacher, Supervised
-from bloodcls.callbacks.rbm_pretraining import GreedyRBMPretraining
 
 MODEL_CONFIGS = sorted((REPO / "configs" / "models").glob("*.yaml"))
 TIMM_IN_CONFIGS = {

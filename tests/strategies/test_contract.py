@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import torch
+from strategy_fakes import FakeTrainingData, K, make_batch
 
 from bloodcls.data.interface import LoaderRequest
 from bloodcls.strategies import Classifier, ContrastivePretrain, PseudoLabelSkeleton, registered_strategies
-from strategy_fakes import B, K, FakeTrainingData, make_batch
 
 COMMON: dict[str, Any] = {"num_classes": K, "backbone": "bloodcls_cnn_tiny"}
 # Strategies of the package (a toy strategy defined in a test module registers too, but is not part of the contract).

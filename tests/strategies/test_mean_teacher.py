@@ -66,7 +66,9 @@ def test_mean_teacher_keeps_batchnorm_statistics_of_its_own_activations() -> Non
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.fill_(7.0)  # a student statistic the teacher must not inherit
     before = running_means(model.teacher)
-    model.unlabeled_loss(make_batch(model.loader_request())["unlabeled"], 0)  # student and teacher forwards, in train mode
+    model.unlabeled_loss(
+        make_batch(model.loader_request())["unlabeled"], 0
+    )  # student and teacher forwards, in train mode
     model.on_train_batch_end(None, None, 0)
     teacher, student = running_means(model.teacher), running_means(model.net)
     assert teacher and all(not torch.equal(t, s) for t, s in zip(teacher, student, strict=True))

@@ -35,7 +35,9 @@ def test_fixmatch_targets_come_from_the_weak_view_and_the_mean_is_over_the_whole
     model.net = _channel_net()
     weak = _solid([RED, RED, GREY, GREEN])
     strong = _solid([GREEN, RED, GREEN, RED])  # differs from the weak view: the targets must not come from here
-    out = model.unlabeled_loss({"image_weak": weak, "image_strong": strong, "true_label": torch.tensor([0, 0, 1, 1])}, 0)
+    out = model.unlabeled_loss(
+        {"image_weak": weak, "image_strong": strong, "true_label": torch.tensor([0, 0, 1, 1])}, 0
+    )
     # By hand: weak-view argmax where confident (red -> 0, red -> 0, grey rejected, green -> 1).
     probs = model(weak).softmax(dim=1)
     assert probs.max(dim=1).values.tolist()[2] < 0.9 < min(probs.max(dim=1).values[[0, 1, 3]].tolist())
