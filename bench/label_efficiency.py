@@ -9,6 +9,9 @@ an interrupted run resumes) and ``<out>/label_efficiency.png``.
 
     python bench/label_efficiency.py --budgets 10 20 50 100 --strategies supervised pseudo_label fixmatch \
         mean_teacher self_training --seeds 0 --out bench/results/label_efficiency
+
+Without ``--strategies`` the grid is every ``configs/strategies/*.yaml`` whose model trains a classifier (pretraining
+configs such as contrastive are left out), so a new strategy's config joins it without editing this file.
     python bench/label_efficiency.py --budgets 10 --strategies mean_teacher \
         --set model.init_args.ema_decay=0.99 --variant ema0.99      # a variant: its own rows "mean_teacher-ema0.99"
 """
@@ -17,15 +20,39 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
+import inspect
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STRATEGIES = ("supervised", "pseudo_label", "fixmatch", "mean_teacher", "self_training")  # also: mean_teacher_lp
+STRATEGY_CONFIGS = REPO / "configs" / "strategies"
 COLUMNS = ("strategy", "labels_per_class", "seed", "acc", "balanced_acc", "macro_f1", "n_test", "epochs", "wall_s")
+
+
+def strategy_class(name: str) -> Any:
+    """The model class that ``configs/strategies/<name>.yaml`` names."""
+    class_path = yaml.safe_load((STRATEGY_CONFIGS / f"{name}.yaml").read_text())["model"]["class_path"]
+    module, _, attr = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def default_strategies() -> list[str]:
+    """Every strategy config that trains a classifier, the supervised baseline first."""
+    names = [p.stem for p in sorted(STRATEGY_CONFIGS.glob("*.yaml")) if not strategy_class(p.stem).pretraining]
+    return sorted(names, key=lambda n: n != "supervised")
+
+
+def trains_in_rounds(name: str) -> bool:
+    """Round-based strategies (self-training) share the epoch budget between ``max_rounds`` + 1 rounds."""
+    parameters = inspect.signature(strategy_class(name).__init__).parameters
+    return "max_rounds" in parameters and "epochs_per_round" in parameters
 
 
 def bloodcls_exe() -> str:
@@ -63,7 +90,7 @@ def run_cell(args: argparse.Namespace, strategy: str, budget: int, seed: int) ->
         overrides += [f"--{key}", value]
     if args.steps_per_epoch:
         overrides += ["--data.init_args.steps_per_epoch", str(args.steps_per_epoch)]
-    if strategy == "self_training":
+    if trains_in_rounds(strategy):
         # Same total epoch budget: round 0 plus max_rounds rounds share max_epochs.
         rounds = args.self_training_rounds
         overrides += [
@@ -125,7 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="configs/pbc/label_efficiency_64px.yaml")
     parser.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 50, 100])
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    parser.add_argument("--strategies", nargs="+", default=None, help="configs/strategies names (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--max-epochs", type=int, default=12)
     parser.add_argument("--steps-per-epoch", type=int, default=None)
@@ -136,6 +163,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra CLI override")
     parser.add_argument("--variant", default="", help="name suffix of the rows of runs made with --set")
     args = parser.parse_args()
+    args.strategies = args.strategies or default_strategies()
     if args.set and not args.variant:
         parser.error("--set changes the recipe: name the variant with --variant so its rows stay apart")
     out = Path(args.out)

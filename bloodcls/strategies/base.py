@@ -1,27 +1,36 @@
 """Classifier: the shared base of every learning strategy -- backbone, supervised loss, optimizer and schedule,
-metrics and logging. Strategies override ``unlabeled_loss`` (see DESIGN.md) and nothing else if they can."""
+metrics and logging. Strategies override ``unlabeled_loss`` (see DESIGN.md) and nothing else if they can; every
+subclass registers itself (``registered_strategies``), so a new strategy is one file plus one config."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from bloodcls.data.interface import LoaderRequest, TrainingData, training_data
 from bloodcls.data.sampling import ClassWeighting, class_weights
-from bloodcls.errors import MissingPathError, UserInputError
+from bloodcls.errors import UserInputError
 from bloodcls.models import create_backbone
 from bloodcls.models.tiny_map_conv import use_matmul_for_tiny_maps
+from bloodcls.strategies.backbones import backbone, load_backbone_checkpoint
 from bloodcls.strategies.losses import classification_loss, warmup_cosine
 
 Batch = dict[str, torch.Tensor]
+
+# Every concrete strategy, by "module.ClassName"; filled by ``Classifier.__init_subclass__``.
+_REGISTRY: dict[str, type[Classifier]] = {}
+
+
+def registered_strategies() -> dict[str, type[Classifier]]:
+    """Every strategy class defined so far (``bloodcls.strategies`` imports all its modules), by qualified name."""
+    return dict(_REGISTRY)
 
 
 @dataclass
@@ -31,22 +40,6 @@ class UnlabeledOutput:
     loss: torch.Tensor
     weight: float = 1.0
     stats: dict[str, float | torch.Tensor] = field(default_factory=dict)
-
-
-def load_backbone_checkpoint(net: nn.Module, path: str) -> None:
-    """Copy backbone weights from a Lightning checkpoint (``net.*`` keys) or a plain state dict into ``net``;
-    tensors whose shape differs (a classifier for other classes) are left as initialised."""
-    if not Path(path).is_file():
-        raise MissingPathError(f"model.backbone_checkpoint: {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
-    if any(k.startswith("net.") for k in state):
-        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
-    own = net.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise UserInputError(f"model.backbone_checkpoint: {path} has no weights matching backbone {type(net).__name__}")
-    net.load_state_dict(usable, strict=False)
 
 
 def _eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -90,6 +83,17 @@ class Classifier(L.LightningModule):
             steps on a CPU at 64 px (``bloodcls.models.tiny_map_conv``). Exports always use plain convolutions.
     """
 
+    # Pretraining strategies (no classifier trained) are left out of label-efficiency comparisons.
+    pretraining: ClassVar[bool] = False
+    mean: torch.Tensor
+    std: torch.Tensor
+    class_weight: torch.Tensor
+
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if register:  # skeletons that are not strategies of their own pass register=False
+            _REGISTRY[f"{cls.__module__}.{cls.__qualname__}"] = cls
+
     def __init__(
         self,
         num_classes: int = 5,
@@ -121,6 +125,12 @@ class Classifier(L.LightningModule):
         if not 0.0 <= label_smoothing < 1.0:
             raise UserInputError(f"model.label_smoothing={label_smoothing} must be in [0, 1)")
         self.num_classes = num_classes
+        self.loss_name = loss
+        self.label_smoothing = label_smoothing
+        self.focal_gamma = focal_gamma
+        self.class_weighting: ClassWeighting = class_weighting
+        self.lr_schedule = lr_schedule
+        self.warmup_epochs = warmup_epochs
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.net = create_backbone(
             backbone,
@@ -167,8 +177,8 @@ class Classifier(L.LightningModule):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logit features (B, D), for label propagation and contrastive heads."""
-        feats = self.net.forward_features(self.preprocess(images))
-        return self.net.forward_head(feats, pre_logits=True)
+        net = backbone(self.net)
+        return net.forward_head(net.forward_features(self.preprocess(images)), pre_logits=True)
 
     def configure_model(self) -> None:
         # Compiled here, not in __init__: strategies copy self.net in their constructors (Mean Teacher's EMA
@@ -179,19 +189,33 @@ class Classifier(L.LightningModule):
             self.net.compile()
             self._net_compiled = True
 
-    # ------------------------------------------------------------------ losses
+    # ------------------------------------------------------------------ data
+    def loader_request(self) -> LoaderRequest:
+        """What this strategy's training batches carry (views, unlabeled share); supervised batches by default."""
+        return LoaderRequest()
+
+    def training_data(self) -> TrainingData:
+        """The datamodule, through the only interface a strategy may use."""
+        return training_data(self.trainer)
+
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.class_weighting != "none":
-            datamodule = self.trainer.datamodule
-            counts = datamodule.train_class_counts()
-            weights = class_weights(counts, self.hparams.class_weighting)
+        if stage != "fit":
+            return
+        request = self.loader_request()
+        # A plain supervised run may use any datamodule (or bare loaders); anything else needs TrainingData.
+        if request == LoaderRequest() and self.class_weighting == "none":
+            if not isinstance(getattr(self._trainer, "datamodule", None), TrainingData):
+                return
+        data = self.training_data()
+        data.request_loaders(request)
+        if self.class_weighting != "none":
+            weights = class_weights(data.train_class_counts(), self.class_weighting)
             self.class_weight.copy_(torch.as_tensor(weights, dtype=torch.float32))
 
+    # ------------------------------------------------------------------ losses
     def supervised_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        weight = self.class_weight if self.hparams.class_weighting != "none" else None
-        return classification_loss(
-            logits, target, self.hparams.loss, weight, self.hparams.label_smoothing, self.hparams.focal_gamma
-        )
+        weight = self.class_weight if self.class_weighting != "none" else None
+        return classification_loss(logits, target, self.loss_name, weight, self.label_smoothing, self.focal_gamma)
 
     def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput | None:
         """Semi-supervised strategies turn the unlabeled part of a batch into a loss here."""
@@ -203,36 +227,6 @@ class Classifier(L.LightningModule):
         if trainer is None or not trainer.num_training_batches or trainer.num_training_batches == float("inf"):
             return float(self.current_epoch)
         return self.global_step / float(trainer.num_training_batches)
-
-    # Data contract with BloodCellDataModule: which augmented views each part of a training batch carries
-    # (preset names; None = the datamodule's train_transform). No unlabeled views = no unlabeled loader.
-    def labeled_views(self) -> dict[str, str | None] | None:
-        return None
-
-    def unlabeled_views(self) -> dict[str, str | None] | None:
-        return None
-
-    def unlabeled_ratio(self) -> float:
-        """Unlabeled images per labeled image in a step (FixMatch's mu)."""
-        return 1.0
-
-    def pseudo_label_stats(
-        self, pseudo: torch.Tensor, mask: torch.Tensor, true_label: torch.Tensor | None
-    ) -> dict[str, float | torch.Tensor]:
-        """Mask ratio, per-class accepted counts and -- where the pool's truth is known -- pseudo-label accuracy."""
-        stats: dict[str, float | torch.Tensor] = {"mask_ratio": mask.float().mean()}
-        accepted = pseudo[mask]
-        counts = torch.bincount(accepted, minlength=self.num_classes)
-        for name, count in zip(self.class_names, counts.tolist(), strict=True):
-            stats[f"accepted/{name}"] = float(count)
-        if true_label is not None:
-            known = mask & (true_label >= 0)
-            if known.any():
-                stats["pseudo_acc"] = (pseudo[known] == true_label[known]).float().mean()
-            known_all = true_label >= 0
-            if known_all.any():
-                stats["unlabeled_acc"] = (pseudo[known_all] == true_label[known_all]).float().mean()
-        return stats
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -282,11 +276,11 @@ class Classifier(L.LightningModule):
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}
-        if self.hparams.lr_schedule == "constant":
+        if self.lr_schedule == "constant":
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(1, int(self.trainer.max_epochs or 1))
-        warmup = int(round(self.hparams.warmup_epochs * total / epochs))
+        warmup = int(round(self.warmup_epochs * total / epochs))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_multiplier(total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

@@ -8,7 +8,7 @@ the validation split, so ``val/balanced_acc`` means the same thing here as for e
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -16,7 +16,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 
+from bloodcls.data.interface import LoaderRequest
 from bloodcls.distributed import gather_rows
+from bloodcls.strategies.backbones import backbone
 from bloodcls.strategies.base import Batch, Classifier
 from bloodcls.strategies.ssl_losses import nt_xent, supcon
 
@@ -30,6 +32,8 @@ class ContrastivePretrain(Classifier):
     probe_max_iter: iterations of the logistic-regression linear probe.
     **kwargs: the ``Classifier`` arguments (backbone, optimizer, ...).
     """
+
+    pretraining: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -47,7 +51,7 @@ class ContrastivePretrain(Classifier):
         self.supcon_temperature = supcon_temperature
         self.supcon_weight = supcon_weight
         self.probe_max_iter = probe_max_iter
-        width = int(self.net.num_features)
+        width = int(backbone(self.net).num_features)
         self.projector = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, projection_dim))
         self._val_embeddings: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
@@ -56,11 +60,9 @@ class ContrastivePretrain(Classifier):
     def _project(self, images: torch.Tensor) -> torch.Tensor:
         return self.projector(self.embed(images))  # (B, projection_dim)
 
-    def labeled_views(self) -> dict[str, str | None]:
-        return {"image_a": "strong", "image_b": "strong"}
-
-    def unlabeled_views(self) -> dict[str, str | None] | None:
-        return {"image_a": "strong", "image_b": "strong"} if self.mode in ("simclr", "both") else None
+    def loader_request(self) -> LoaderRequest:
+        views: dict[str, str | None] = {"image_a": "strong", "image_b": "strong"}
+        return LoaderRequest(labeled_views=views, unlabeled_views=views if self.mode in ("simclr", "both") else None)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         labeled: Batch = batch["labeled"] if "labeled" in batch else batch
@@ -78,15 +80,15 @@ class ContrastivePretrain(Classifier):
         self.log("train/loss", total, prog_bar=True)
         # The classifier head takes no part in pretraining; DDP refuses parameters without a gradient, so it gets an
         # exact zero one (keeps `--trainer.strategy ddp` working without find_unused_parameters).
-        head = [p for p in self.net.get_classifier().parameters() if p.requires_grad]
+        head = [p for p in backbone(self.net).get_classifier().parameters() if p.requires_grad]
         return total + 0.0 * sum(p.sum() for p in head) if head else total
 
     # ------------------------------------------------------------------ linear probe
     def _probe_scores(self, eval_emb: np.ndarray, eval_labels: np.ndarray) -> dict[str, float]:
-        datamodule = self.trainer.datamodule
+        data = self.training_data()
         train_emb, train_labels = [], []
         with torch.no_grad():
-            for b in datamodule.eval_loader(datamodule.labeled_dataset()):
+            for b in data.eval_loader(data.labeled_dataset()):
                 train_emb.append(self.embed(b["image"].to(self.device)).float().cpu())
                 train_labels.append(b["label"])
         x, y = torch.cat(train_emb).numpy(), torch.cat(train_labels).numpy()

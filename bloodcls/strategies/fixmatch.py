@@ -13,11 +13,13 @@ from typing import Any
 
 import torch
 
-from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
-from bloodcls.strategies.ssl_losses import distribution_alignment, masked_cross_entropy, select_pseudo_labels
+from bloodcls.data.interface import LoaderRequest
+from bloodcls.strategies.base import Batch
+from bloodcls.strategies.ssl_base import PseudoLabelSkeleton
+from bloodcls.strategies.ssl_losses import distribution_alignment
 
 
-class FixMatch(Classifier):
+class FixMatch(PseudoLabelSkeleton):
     """Args:
     threshold: confidence tau for accepting a weak-view pseudo-label.
     entropy_threshold: optional extra filter on normalised entropy (1.0 = off).
@@ -28,6 +30,9 @@ class FixMatch(Classifier):
     da_momentum: EMA momentum of the model's running class distribution.
     **kwargs: the ``Classifier`` arguments (backbone, optimizer, loss, ...).
     """
+
+    model_dist: torch.Tensor
+    target_dist: torch.Tensor
 
     def __init__(
         self,
@@ -40,10 +45,7 @@ class FixMatch(Classifier):
         da_momentum: float = 0.999,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.threshold = threshold
-        self.entropy_threshold = entropy_threshold
-        self.lambda_u = lambda_u
+        super().__init__(threshold, entropy_threshold, lambda_u, **kwargs)
         self.mu = mu
         self.temperature = temperature
         self.use_distribution_alignment = distribution_alignment
@@ -52,26 +54,21 @@ class FixMatch(Classifier):
         self.register_buffer("model_dist", torch.full((k,), 1.0 / k))
         self.register_buffer("target_dist", torch.full((k,), 1.0 / k))
 
+    def loader_request(self) -> LoaderRequest:
+        return LoaderRequest(
+            unlabeled_views={"image_weak": "weak", "image_strong": "strong"}, unlabeled_ratio=float(self.mu)
+        )
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = self._trainer.datamodule if self._trainer is not None else None
-        if stage == "fit" and self.use_distribution_alignment and datamodule is not None:
-            counts = torch.as_tensor(datamodule.train_class_counts(), dtype=torch.float32)
+        if stage == "fit" and self.use_distribution_alignment:
+            counts = torch.as_tensor(self.training_data().train_class_counts(), dtype=torch.float32)
             self.target_dist.copy_(counts / counts.sum())
 
-    def unlabeled_views(self) -> dict[str, str | None]:
-        return {"image_weak": "weak", "image_strong": "strong"}
-
-    def unlabeled_ratio(self) -> float:
-        return float(self.mu)
-
-    def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput:
-        with torch.no_grad():
+    def predict_unlabeled(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():  # the weak view only gives targets; it runs first, as in the paper's code
             probs = (self(batch["image_weak"]).float() / self.temperature).softmax(dim=-1)  # (B, K)
             if self.use_distribution_alignment:
                 self.model_dist.mul_(self.da_momentum).add_((1 - self.da_momentum) * probs.mean(dim=0))
                 probs = distribution_alignment(probs, self.model_dist, self.target_dist)
-            pseudo, mask = select_pseudo_labels(probs, self.threshold, self.entropy_threshold)
-        logits_strong = self(batch["image_strong"])
-        loss = masked_cross_entropy(logits_strong, pseudo, mask)
-        return UnlabeledOutput(loss, self.lambda_u, self.pseudo_label_stats(pseudo, mask, batch.get("true_label")))
+        return self(batch["image_strong"]), probs

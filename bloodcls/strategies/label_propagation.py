@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from scipy.sparse.linalg import cg
+
+from bloodcls.strategies.ssl_losses import normalized_entropy
 
 
 def knn_affinity(features: np.ndarray, k: int = 10, gamma: float = 3.0, chunk: int = 2048) -> sp.csr_matrix:
@@ -62,6 +65,5 @@ def label_propagation(
     probs = np.where(totals > 0, z / np.maximum(totals, 1e-12), 1.0 / num_classes)
     labeled = labels >= 0
     probs[labeled] = np.eye(num_classes)[labels[labeled]]  # clamp the known labels
-    entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(axis=1)
-    weights = 1.0 - entropy / np.log(num_classes)
+    weights = 1.0 - normalized_entropy(torch.from_numpy(probs)).numpy()  # (N,) float64
     return probs, weights

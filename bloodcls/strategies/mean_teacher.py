@@ -22,17 +22,22 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import Strategy
-from lightning.pytorch.utilities import rank_zero_info
 
+from bloodcls.data.interface import LoaderRequest
+from bloodcls.strategies.backbones import backbone
 from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
 from bloodcls.strategies.relabeling import RelabelSettings, relabel_pool
-from bloodcls.strategies.ssl_losses import select_pseudo_labels, sigmoid_rampup, softmax_mse
+from bloodcls.strategies.ssl_losses import (
+    masked_cross_entropy,
+    pseudo_label_stats,
+    select_pseudo_labels,
+    sigmoid_rampup,
+    softmax_mse,
+)
 
 
 @torch.no_grad()
@@ -43,6 +48,12 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float)
     Copying the student's instead pairs the lagging EMA weights with the *current* student's statistics, which
     breaks the teacher in eval mode as soon as the two drift apart (seen on PBC at 10 labels per class: 29 % test
     accuracy with copied statistics, while the same teacher in train mode labeled 95 % of the pool right).
+
+    Hand-written on purpose: timm's ``ModelEmaV3`` averages the student's buffers or, with ``exclude_buffers``,
+    copies them (the bug above; ``test_timm_model_ema_copies_student_batchnorm_statistics`` shows it), and
+    ``torch.optim.swa_utils.AveragedModel(use_buffers=False)`` copies the student on its first update and hands
+    its averaging function an update count, not the step, so Mean Teacher's decay warm-up would still be custom
+    code -- and either wrapper renames the teacher's checkpoint keys (``teacher.module.*``).
     """
     for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)
@@ -106,17 +117,22 @@ class MeanTeacher(Classifier):
         self.lp_settings = RelabelSettings(
             "propagation", lp_confidence_threshold, lp_entropy_threshold, lp_k, lp_alpha, weight_by_certainty=False
         )
-        self.teacher = copy.deepcopy(self.net)
+        self.teacher: torch.nn.Module = copy.deepcopy(self.net)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         # Propagated label per unlabeled-pool position (-1: none accepted); None until the first relabeling.
         self.lp_labels: torch.Tensor | None = None
 
     def configure_callbacks(self) -> list[Callback]:
-        return [PropagationPseudoLabels()] if self.lp_weight > 0 else []
+        if self.lp_weight == 0:
+            return []
+        # Imported here: bloodcls.callbacks may import strategies, and strategies are imported first.
+        from bloodcls.callbacks.label_propagation_refresh import LabelPropagationRefresh
 
-    def unlabeled_views(self) -> dict[str, str | None]:
-        return {"image_student": "weak", "image_teacher": "weak"}
+        return [LabelPropagationRefresh()]
+
+    def loader_request(self) -> LoaderRequest:
+        return LoaderRequest(unlabeled_views={"image_student": "weak", "image_teacher": "weak"})
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         use_teacher = self.eval_with_teacher and not self.training
@@ -129,7 +145,7 @@ class MeanTeacher(Classifier):
             pseudo, mask = select_pseudo_labels(teacher_logits.float().softmax(dim=-1), self.confidence_threshold)
         loss = softmax_mse(student_logits, teacher_logits)
         weight = self.consistency_weight * sigmoid_rampup(self.progress_epochs(), self.rampup_epochs)
-        stats = self.pseudo_label_stats(pseudo, mask, batch.get("true_label"))
+        stats = pseudo_label_stats(pseudo, mask, batch.get("true_label"), self.class_names)
         if self.lp_weight == 0 or self.lp_labels is None:
             return UnlabeledOutput(loss, weight, stats)
         loss_lp, lp_mask = self.propagation_loss(student_logits, batch["pool_index"])
@@ -143,14 +159,13 @@ class MeanTeacher(Classifier):
         assert self.lp_labels is not None
         targets = self.lp_labels[pool_index.to(self.lp_labels.device)]  # (B,)
         mask = (targets >= 0).float()
-        per_image = F.cross_entropy(student_logits.float(), targets.clamp_min(0), reduction="none")
-        return (per_image * mask).mean(), mask
+        return masked_cross_entropy(student_logits.float(), targets.clamp_min(0), mask), mask
 
     @torch.no_grad()
-    def refresh_propagated_labels(self, datamodule: Any) -> dict[str, Any]:
+    def refresh_propagated_labels(self) -> dict[str, Any]:
         """Label-propagate over the teacher's embeddings of the labeled set and the pool (collective under DDP:
         every rank calls it and gets rank 0's labels); returns the relabeling statistics."""
-        result = relabel_pool(self, self.teacher, datamodule, self.lp_settings)
+        result = relabel_pool(self, backbone(self.teacher), self.training_data(), self.lp_settings)
         labels = np.full(result["stats"]["pool"], -1, dtype=np.int64)
         labels[result["positions"]] = result["labels"]
         # On the module's device once per relabeling, not once per training step.
@@ -164,29 +179,3 @@ class MeanTeacher(Classifier):
         if trainer is not None and trainer.world_size > 1:
             average_float_buffers(self.teacher, trainer.strategy)  # rank-local BN statistics -> one shared estimate
         ema_update(self.teacher, self.net, decay)
-
-
-class PropagationPseudoLabels(Callback):
-    """Renews a ``MeanTeacher``'s label-propagation pseudo-labels at the start of the scheduled epochs."""
-
-    def __init__(self) -> None:
-        self.history: list[dict[str, Any]] = []
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        assert isinstance(pl_module, MeanTeacher)
-        epoch = trainer.current_epoch
-        due = (
-            epoch >= pl_module.lp_start_epoch and (epoch - pl_module.lp_start_epoch) % pl_module.lp_every_n_epochs == 0
-        )
-        # A run resumed from a checkpoint has no labels in memory: relabel at once rather than train without them.
-        if not due and not (pl_module.lp_labels is None and epoch > pl_module.lp_start_epoch):
-            return
-        result = pl_module.refresh_propagated_labels(trainer.datamodule)
-        stats = result["stats"]
-        self.history.append({"epoch": epoch, **stats})
-        counts = np.bincount(result["labels"], minlength=pl_module.num_classes)
-        rank_zero_info(
-            f"mean teacher, epoch {epoch}: label propagation accepted {stats['accepted']}/{stats['pool']} "
-            f"(pseudo-label accuracy {stats['pseudo_acc']:.3f}, pool accuracy {stats['pool_acc']:.3f}); per class "
-            + ", ".join(f"{n} {c}" for n, c in zip(pl_module.class_names, counts.tolist(), strict=True))
-        )

@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
-from bloodcls.strategies.ssl_losses import select_pseudo_labels, sigmoid_rampup
+from bloodcls.data.interface import LoaderRequest
+from bloodcls.strategies.base import Batch
+from bloodcls.strategies.ssl_base import PseudoLabelSkeleton
+from bloodcls.strategies.ssl_losses import sigmoid_rampup
 
 
-class PseudoLabel(Classifier):
+class PseudoLabel(PseudoLabelSkeleton):
     """Args:
     confidence_threshold: minimum max-probability to accept a pseudo-label.
     entropy_threshold: maximum prediction entropy / log(K) to accept (1.0 = no entropy test).
@@ -33,22 +34,15 @@ class PseudoLabel(Classifier):
         rampup_epochs: float = 5.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.confidence_threshold = confidence_threshold
-        self.entropy_threshold = entropy_threshold
-        self.lambda_u = lambda_u
+        super().__init__(confidence_threshold, entropy_threshold, lambda_u, **kwargs)
         self.rampup_epochs = rampup_epochs
 
-    def unlabeled_views(self) -> dict[str, str | None]:
-        return {"image": "weak"}
+    def loader_request(self) -> LoaderRequest:
+        return LoaderRequest(unlabeled_views={"image": "weak"})
 
-    def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput:
+    def predict_unlabeled(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])  # (B, K); the same forward yields target and prediction (Lee 2013)
-        with torch.no_grad():
-            pseudo, mask = select_pseudo_labels(
-                logits.float().softmax(dim=-1), self.confidence_threshold, self.entropy_threshold
-            )
-        per_sample = F.cross_entropy(logits, pseudo, reduction="none")
-        loss = (per_sample * mask.float()).mean()
-        weight = self.lambda_u * sigmoid_rampup(self.progress_epochs(), self.rampup_epochs)
-        return UnlabeledOutput(loss, weight, self.pseudo_label_stats(pseudo, mask, batch.get("true_label")))
+        return logits, logits.detach().float().softmax(dim=-1)
+
+    def unlabeled_weight(self) -> float:
+        return self.lambda_u * sigmoid_rampup(self.progress_epochs(), self.rampup_epochs)

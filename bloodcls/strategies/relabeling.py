@@ -8,18 +8,22 @@ rank holds identical pseudo-labels (label propagation on float features could di
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
+from bloodcls.data.interface import TrainingData
+from bloodcls.strategies.backbones import Backbone
 from bloodcls.strategies.label_propagation import label_propagation
-from bloodcls.strategies.ssl_losses import select_pseudo_labels
+from bloodcls.strategies.ssl_losses import normalized_entropy, select_pseudo_labels
+
+if TYPE_CHECKING:
+    from bloodcls.strategies.base import Classifier
 
 PseudoSource = Literal["model", "propagation", "both"]
 Inference = tuple[np.ndarray, np.ndarray, np.ndarray]  # probs (N, K), embeddings (N, D), labels (N,)
@@ -68,7 +72,7 @@ def select(pool: Inference, labeled: Inference | None, num_classes: int, setting
         probs = lp_pool if settings.source == "propagation" else 0.5 * (probs_model + lp_pool)
     probs_t = torch.as_tensor(probs, dtype=torch.float32)
     pseudo, mask = select_pseudo_labels(probs_t, settings.confidence_threshold, settings.entropy_threshold)
-    entropy = -(probs_t * probs_t.clamp_min(1e-12).log()).sum(dim=1) / np.log(num_classes)
+    entropy = normalized_entropy(probs_t)  # (N,)
     weights = (1.0 - entropy).clamp(0, 1) if settings.weight_by_certainty else torch.ones_like(entropy)
     accepted = mask.numpy()
     correct = pseudo.numpy() == truth
@@ -98,50 +102,56 @@ def empty_result() -> dict[str, Any]:
 
 
 @torch.no_grad()
-def relabel_pool(module: Any, net: nn.Module, datamodule: Any, settings: RelabelSettings) -> dict[str, Any]:
-    """Relabel ``datamodule``'s whole unlabeled pool with ``net`` (a module's backbone, or its EMA teacher).
+def relabel_pool(module: Classifier, net: Backbone, data: TrainingData, settings: RelabelSettings) -> dict[str, Any]:
+    """Relabel the data's whole unlabeled pool with ``net`` (a module's backbone, or its EMA teacher).
 
     ``module`` supplies ``preprocess``, ``device``, ``num_classes`` and its trainer. The result is the same on every
     rank: under DDP this is a collective call that every rank must make.
     """
-    pool = datamodule.unlabeled_dataset()
-    if len(pool) == 0:
+    pool = data.unlabeled_dataset()
+    if _size(pool) == 0:
         return empty_result()
     was_training = net.training
     net.eval()
     try:
-        pool_arrays = _infer_all(module, net, datamodule, pool, "true_label")
+        pool_arrays = _infer_all(module, net, data, pool, "true_label")
         labeled_arrays = (
-            _infer_all(module, net, datamodule, datamodule.labeled_dataset(), "label")
-            if settings.source != "model"
-            else None
+            _infer_all(module, net, data, data.labeled_dataset(), "label") if settings.source != "model" else None
         )
     finally:
         net.train(was_training)
-    trainer: L.Trainer | None = module._trainer
+    trainer = module._trainer
     if trainer is None or trainer.world_size == 1:
         return select(pool_arrays, labeled_arrays, module.num_classes, settings)
     result: Any = select(pool_arrays, labeled_arrays, module.num_classes, settings) if trainer.is_global_zero else None
     return trainer.strategy.broadcast(result, src=0)
 
 
-def _infer_all(module: Any, net: nn.Module, datamodule: Any, dataset: Any, label_key: str) -> Inference:
+def _size(dataset: Dataset[Any]) -> int:
+    assert isinstance(dataset, Sized), "relabeling needs a map-style dataset with a length"
+    return len(dataset)
+
+
+def _infer_all(
+    module: Classifier, net: Backbone, data: TrainingData, dataset: Dataset[Any], label_key: str
+) -> Inference:
     """Probabilities, embeddings and labels of every item of ``dataset``, in order, on every rank; under DDP each
     rank infers every W-th item and the shards are gathered, so the pool is embedded once in all."""
     trainer = module._trainer
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     if world == 1 or not dist.is_available() or not dist.is_initialized():
-        arrays = _infer(module, net, datamodule.eval_loader(dataset), label_key)
+        arrays = _infer(module, net, data.eval_loader(dataset), label_key)
         assert arrays is not None, "relabeling needs a non-empty dataset"
         return arrays
-    positions = np.arange(rank, len(dataset), world)
-    local = _infer(module, net, datamodule.eval_loader(Subset(dataset, positions.tolist())), label_key)
+    n = _size(dataset)
+    positions = np.arange(rank, n, world)
+    local = _infer(module, net, data.eval_loader(Subset(dataset, positions.tolist())), label_key)
     parts: list[Any] = [None] * world
     dist.all_gather_object(parts, (positions, local))
-    return merge_shards(parts, len(dataset))
+    return merge_shards(parts, n)
 
 
-def _infer(module: Any, net: nn.Module, loader: Any, label_key: str) -> Inference | None:
+def _infer(module: Classifier, net: Backbone, loader: Iterable[dict[str, Any]], label_key: str) -> Inference | None:
     probs, embeddings, labels = [], [], []
     for batch in loader:
         images = batch["image"].to(module.device)

@@ -6,8 +6,8 @@ model's predictions, by label propagation over a k-NN graph of its embeddings wi
 thresholds join training: each batch holds ``labeled_ratio`` labeled images and the rest pseudo-labeled ones,
 drawn with the balanced sampler because accepted pseudo-labels are class-imbalanced (the semi-supervised WBC
 recipe: half / half, batch 40). Rounds stop at ``max_rounds`` or when the validation metric has not improved
-for ``patience`` rounds. The relabeling runs in a callback that hands the labels to the datamodule, which
-rebuilds its loaders: the datamodule owns datasets, the strategy owns the model.
+for ``patience`` rounds. The relabeling runs in a callback (``bloodcls.callbacks.self_training_rounds``) that hands
+the labels to the data, which rebuilds its loaders: the datamodule owns datasets, the strategy owns the model.
 
 Relabeling (``bloodcls.strategies.relabeling``) embeds the pool once per round, also under DDP, and every rank
 trains on identical pseudo-labels.
@@ -18,16 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
-import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
 
+from bloodcls.strategies.backbones import backbone
 from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
 from bloodcls.strategies.losses import cosine_restarts
 from bloodcls.strategies.relabeling import PseudoSource, RelabelSettings, relabel_pool
+from bloodcls.strategies.ssl_losses import masked_cross_entropy, pseudo_label_stats
 
 
 class SelfTraining(Classifier):
@@ -73,6 +71,9 @@ class SelfTraining(Classifier):
         self.weight_by_certainty = weight_by_certainty
 
     def configure_callbacks(self) -> list[Callback]:
+        # Imported here: bloodcls.callbacks may import strategies, and strategies are imported first.
+        from bloodcls.callbacks.self_training_rounds import SelfTrainingRounds
+
         return [SelfTrainingRounds()]
 
     def lr_multiplier(self, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -86,14 +87,13 @@ class SelfTraining(Classifier):
         if "pseudo_label" not in batch:
             return None
         logits = self(batch["image"])
-        per_sample = F.cross_entropy(logits, batch["pseudo_label"], reduction="none")
-        loss = (per_sample * batch["weight"]).mean()
+        loss = masked_cross_entropy(logits, batch["pseudo_label"], batch["weight"])  # per-sample weights as the mask
         mask = torch.ones_like(batch["pseudo_label"], dtype=torch.bool)
-        stats = self.pseudo_label_stats(batch["pseudo_label"], mask, batch.get("true_label"))
+        stats = pseudo_label_stats(batch["pseudo_label"], mask, batch.get("true_label"), self.class_names)
         stats.pop("mask_ratio")  # every image here was accepted; the round-level ratio is logged by the callback
         return UnlabeledOutput(loss, 1.0, stats)
 
-    def relabel(self, datamodule: Any) -> dict[str, Any]:
+    def relabel(self) -> dict[str, Any]:
         """Relabel the whole unlabeled pool with the current network: accepted positions, labels, weights and
         statistics -- the same on every rank (under DDP a collective call: every rank must make it)."""
         settings = RelabelSettings(
@@ -104,65 +104,4 @@ class SelfTraining(Classifier):
             self.lp_alpha,
             self.weight_by_certainty,
         )
-        return relabel_pool(self, self.net, datamodule, settings)
-
-
-class SelfTrainingRounds(Callback):
-    """Runs the rounds of a ``SelfTraining`` module: relabel at each round end, stop on patience / max."""
-
-    def __init__(self) -> None:
-        self.round = 0
-        self.best: float | None = None
-        self.stale = 0
-        self.history: list[dict[str, Any]] = []
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # New pseudo-labels mean new loaders; reloading each epoch is cheap with the decoded cache.
-        trainer.reload_dataloaders_every_n_epochs = 1
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        assert isinstance(pl_module, SelfTraining)
-        if (trainer.current_epoch + 1) % pl_module.epochs_per_round != 0:
-            return
-        score = trainer.callback_metrics.get(pl_module.monitor)
-        value = float(score) if score is not None else None
-        if value is not None and (self.best is None or value > self.best):
-            self.best, self.stale = value, 0
-        else:
-            self.stale += 1
-        if self.round >= pl_module.max_rounds or self.stale >= pl_module.patience:
-            rank_zero_info(f"self-training: stopping after round {self.round} ({pl_module.monitor} best {self.best})")
-            trainer.should_stop = True
-            return
-        result = pl_module.relabel(trainer.datamodule)  # identical on every rank (rank 0's, broadcast)
-        trainer.datamodule.set_pseudo_labels(
-            result["positions"], result["labels"], result["weights"], labeled_ratio=pl_module.labeled_ratio
-        )
-        self.round += 1
-        stats = result["stats"]
-        self.history.append({"round": self.round, **stats, "val": value})
-        pl_module.log_dict(
-            {
-                "round/index": float(self.round),
-                "round/mask_ratio": stats["mask_ratio"],
-                "round/accepted": float(stats["accepted"]),
-                "round/pseudo_acc": stats["pseudo_acc"],
-                "round/pool_acc": stats["pool_acc"],
-            },
-            sync_dist=True,  # identical on every rank (broadcast): the mean changes nothing, and Lightning knows
-        )
-        counts = np.bincount(result["labels"], minlength=pl_module.num_classes)
-        rank_zero_info(
-            f"self-training round {self.round}: accepted {stats['accepted']}/{stats['pool']} "
-            f"(mask ratio {stats['mask_ratio']:.3f}, pseudo-label accuracy {stats['pseudo_acc']:.3f}); per class "
-            + ", ".join(f"{n} {c}" for n, c in zip(pl_module.class_names, counts.tolist(), strict=True))
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "best": self.best, "stale": self.stale, "history": self.history}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.round = state_dict["round"]
-        self.best = state_dict["best"]
-        self.stale = state_dict["stale"]
-        self.history = state_dict["history"]
+        return relabel_pool(self, backbone(self.net), self.training_data(), settings)

@@ -1,5 +1,6 @@
-"""Pure building blocks of the semi-supervised strategies: pseudo-label selection, entropy, ramp-ups,
-consistency, NT-Xent (SimCLR) and SupCon losses. No Lightning imports; reference-tested."""
+"""Pure building blocks of the semi-supervised strategies: pseudo-label selection and statistics, normalised
+entropy, the masked cross-entropy, ramp-ups, consistency, NT-Xent (SimCLR) and SupCon losses. No Lightning imports;
+reference-tested. Every strategy uses these (one masked cross-entropy, one normalised entropy)."""
 
 from __future__ import annotations
 
@@ -34,15 +35,10 @@ def sigmoid_rampup(current: float, length: float) -> float:
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
 
 
-def linear_rampup(current: float, length: float) -> float:
-    if length <= 0:
-        return 1.0
-    return float(min(max(current / length, 0.0), 1.0))
-
-
 def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the whole batch of mask * CE (FixMatch's normalisation: rejected samples count as zeros)."""
-    per_sample = F.cross_entropy(logits, targets, reduction="none")
+    """Mean over the whole batch of mask * CE (FixMatch's normalisation: rejected samples count as zeros, so few
+    accepted images give a small loss). ``mask`` is boolean (accepted) or float per-sample weights."""
+    per_sample = F.cross_entropy(logits, targets, reduction="none")  # (B,)
     return (per_sample * mask.float()).mean()
 
 
@@ -86,3 +82,23 @@ def distribution_alignment(probs: torch.Tensor, model_dist: torch.Tensor, target
     """ReMixMatch-style alignment used with FixMatch on imbalanced data: p * target / model, renormalised."""
     aligned = probs * (target_dist / model_dist.clamp_min(1e-6))
     return aligned / aligned.sum(dim=-1, keepdim=True)
+
+
+def pseudo_label_stats(
+    pseudo: torch.Tensor, mask: torch.Tensor, true_label: torch.Tensor | None, class_names: list[str]
+) -> dict[str, float | torch.Tensor]:
+    """Mask ratio, per-class accepted counts and -- where the pool's truth is known (benchmarks; -1 elsewhere) --
+    accuracy of the accepted pseudo-labels (``pseudo_acc``) and of all of them (``unlabeled_acc``)."""
+    stats: dict[str, float | torch.Tensor] = {"mask_ratio": mask.float().mean()}
+    accepted = pseudo[mask]  # (M,)
+    counts = torch.bincount(accepted, minlength=len(class_names))
+    for name, count in zip(class_names, counts.tolist(), strict=True):
+        stats[f"accepted/{name}"] = float(count)
+    if true_label is not None:
+        known = mask & (true_label >= 0)
+        if known.any():
+            stats["pseudo_acc"] = (pseudo[known] == true_label[known]).float().mean()
+        known_all = true_label >= 0
+        if known_all.any():
+            stats["unlabeled_acc"] = (pseudo[known_all] == true_label[known_all]).float().mean()
+    return stats

@@ -16,6 +16,7 @@ import yaml
 from conftest import REPO
 
 import bloodcls.models
+from bloodcls.callbacks.rbm_pretraining import GreedyRBMPretraining
 from bloodcls.cli import main
 from bloodcls.errors import UserInputError
 from bloodcls.models import create_backbone
@@ -24,7 +25,6 @@ from bloodcls.models.dbn import DBN, cd_step
 from bloodcls.models.recurrent import RecurrentClassifier
 from bloodcls.models.zoo import ZOO_MODELS
 from bloodcls.strategies import FixMatch, MeanTeacher, Supervised
-from bloodcls.strategies.rbm_pretraining import GreedyRBMPretraining
 
 MODEL_CONFIGS = sorted((REPO / "configs" / "models").glob("*.yaml"))
 TIMM_MIN_SIZE = {"inception_v3": 75}  # the other timm configs run from 32 px
@@ -125,7 +125,7 @@ def test_semi_supervised_step_reaches_every_network_through_its_unlabeled_term(n
         else MeanTeacher(rampup_epochs=0, consistency_weight=1.0, **common)
     )
     size = _min_size(name)
-    views = model.unlabeled_views()
+    views = model.loader_request().unlabeled_views
     unlabeled = {key: torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8) for key in views}
     unlabeled |= {"true_label": torch.tensor([0, 1]), "index": torch.arange(2), "pool_index": torch.arange(2)}
     model.train()

@@ -1,167 +1,101 @@
-"""Contract of every strategy: one step on a tiny batch has a finite loss; when its mask is non-empty the
-unlabeled term sends gradient into the backbone; EMA teachers get no gradient and move toward the student."""
+"""Contract of every registered strategy (no hand-kept list): one step on a tiny batch has a finite loss; when its
+mask is non-empty the unlabeled term sends gradient into the backbone; EMA teachers get no gradient; the batch
+views come from the strategy's ``LoaderRequest``, handed to the data in ``setup("fit")``."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
+from strategy_fakes import FakeTrainingData, K, make_batch
 
-from bloodcls.strategies import (
-    Classifier,
-    ContrastivePretrain,
-    FixMatch,
-    MeanTeacher,
-    PseudoLabel,
-    SelfTraining,
-    Supervised,
-)
+from bloodcls.data.interface import LoaderRequest
+from bloodcls.strategies import Classifier, ContrastivePretrain, PseudoLabelSkeleton, registered_strategies
 
-K, B, SIZE = 3, 6, 32
 COMMON: dict[str, Any] = {"num_classes": K, "backbone": "bloodcls_cnn_tiny"}
-STRATEGIES: dict[str, Any] = {
-    "supervised": lambda: Supervised(**COMMON),
-    "pseudo_label": lambda: PseudoLabel(confidence_threshold=0.0, rampup_epochs=0, **COMMON),
-    "fixmatch": lambda: FixMatch(threshold=0.0, mu=2, distribution_alignment=True, **COMMON),
-    "mean_teacher": lambda: MeanTeacher(rampup_epochs=0, confidence_threshold=0.0, **COMMON),
-    "self_training": lambda: SelfTraining(**COMMON),
-    "contrastive": lambda: ContrastivePretrain(mode="both", **COMMON),
-}
-
-
-def _images(n: int, seed: int) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-
-
-def _batch(model: Classifier) -> dict[str, dict[str, torch.Tensor]]:
-    labeled_views = model.labeled_views() or {"image": None}
-    labeled = {key: _images(B, i) for i, key in enumerate(labeled_views)}
-    labeled |= {"label": torch.arange(B) % K, "index": torch.arange(B)}
-    if isinstance(model, SelfTraining):  # rounds >= 1: pseudo-labeled images
-        unlabeled = {"image": _images(B, 10), "pseudo_label": torch.arange(B) % K, "weight": torch.ones(B)}
-    else:
-        views = model.unlabeled_views() or {}
-        unlabeled = {key: _images(B, 20 + i) for i, key in enumerate(views)}
-    unlabeled |= {"true_label": torch.arange(B) % K, "index": torch.arange(B), "pool_index": torch.arange(B)}
-    return {"labeled": labeled, "unlabeled": unlabeled}
+# Strategies of the package (a toy strategy defined in a test module registers too, but is not part of the contract).
+STRATEGIES = {cls.__name__: cls for name, cls in registered_strategies().items() if name.startswith("bloodcls.")}
 
 
 def _backbone_grad(model: Classifier) -> float:
     return float(sum(p.grad.abs().sum() for p in model.net.parameters() if p.grad is not None))
 
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_strategy_of_the_package_is_registered() -> None:
+    assert {"Supervised", "PseudoLabel", "FixMatch", "MeanTeacher", "SelfTraining", "ContrastivePretrain"} <= set(
+        STRATEGIES
+    )
+    assert "PseudoLabelSkeleton" not in STRATEGIES  # a skeleton, not a strategy
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_one_step_has_finite_loss_and_updates(name: str) -> None:
     torch.manual_seed(0)
-    model = STRATEGIES[name]()
-    loss = model.training_step(_batch(model), 0)
+    model = STRATEGIES[name](**COMMON)
+    loss = model.training_step(make_batch(model.loader_request()), 0)
     assert torch.isfinite(loss)
     loss.backward()
     assert _backbone_grad(model) > 0
+    teacher = getattr(model, "teacher", None)
+    if isinstance(teacher, torch.nn.Module):  # EMA teachers follow the student, never the gradient
+        assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
 
 
-@pytest.mark.parametrize("name", ["pseudo_label", "fixmatch", "mean_teacher", "self_training"])
-def test_unlabeled_term_sends_gradient_into_the_backbone(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_unlabeled_term_sends_gradient_into_the_backbone_when_its_mask_is_non_empty(name: str) -> None:
     torch.manual_seed(0)
-    model = STRATEGIES[name]()
-    out = model.unlabeled_loss(_batch(model)["unlabeled"], 0)
-    assert out is not None and torch.isfinite(out.loss)
-    if "mask_ratio" in out.stats:
-        assert float(out.stats["mask_ratio"]) > 0  # thresholds of 0 accept everything
+    model = STRATEGIES[name](**COMMON)
+    if isinstance(model, PseudoLabelSkeleton):  # accept every image: the mask hook is the one place that decides
+        model.mask = lambda probs: torch.ones(len(probs), dtype=torch.bool)  # type: ignore[method-assign]
+    out = model.unlabeled_loss(make_batch(model.loader_request())["unlabeled"], 0)
+    if out is None:
+        return  # no unlabeled term (supervised; contrastive pretraining has its own step)
+    assert torch.isfinite(out.loss)
+    if float(out.stats.get("mask_ratio", 1.0)) == 0:
+        return
     assert out.loss.item() > 0
     out.loss.backward()
     assert _backbone_grad(model) > 0, f"{name}: unlabeled loss sends no gradient to the backbone"
     assert "pseudo_acc" in out.stats  # truth of the benchmark pool is logged
 
 
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_setup_hands_the_loader_request_to_the_data(name: str) -> None:
+    model = STRATEGIES[name](**COMMON)
+    data = FakeTrainingData(counts=[4, 2, 2])
+    model._trainer = SimpleNamespace(datamodule=data)  # type: ignore[assignment]
+    model.setup("fit")
+    assert data.request == model.loader_request()
+
+
+def test_loader_requests_of_the_two_view_strategies() -> None:
+    fixmatch = STRATEGIES["FixMatch"](mu=3, **COMMON).loader_request()
+    assert fixmatch.unlabeled_views == {"image_weak": "weak", "image_strong": "strong"}
+    assert fixmatch.unlabeled_ratio == 3.0
+    assert STRATEGIES["Supervised"](**COMMON).loader_request() == LoaderRequest()
+    assert ContrastivePretrain(mode="supcon", **COMMON).loader_request().unlabeled_views is None
+
+
 def test_contrastive_unlabeled_term_sends_gradient() -> None:
     model = ContrastivePretrain(mode="simclr", **COMMON)
-    loss = model.training_step(_batch(model), 0)
+    loss = model.training_step(make_batch(model.loader_request()), 0)
     loss.backward()
     assert _backbone_grad(model) > 0
 
 
 def test_empty_mask_gives_zero_unlabeled_loss() -> None:
-    model = FixMatch(threshold=1.01, **COMMON)  # nothing can pass
-    out = model.unlabeled_loss(_batch(model)["unlabeled"], 0)
+    model = STRATEGIES["FixMatch"](threshold=1.01, **COMMON)  # nothing can pass
+    out = model.unlabeled_loss(make_batch(model.loader_request())["unlabeled"], 0)
     assert out.loss.item() == 0.0 and float(out.stats["mask_ratio"]) == 0.0
 
 
-def test_mean_teacher_teacher_gets_no_gradient_and_follows_student() -> None:
-    torch.manual_seed(0)
-    model = MeanTeacher(ema_decay=0.9, rampup_epochs=0, **COMMON)
-    optimizer = torch.optim.SGD(model.net.parameters(), lr=0.5)
-    before = [p.clone() for p in model.teacher.parameters()]
-    loss = model.training_step(_batch(model), 0)
-    loss.backward()
-    assert all(p.grad is None for p in model.teacher.parameters())
-    assert all(not p.requires_grad for p in model.teacher.parameters())
-    optimizer.step()
-    dist_before = sum((t - s).abs().sum() for t, s in zip(before, model.net.parameters(), strict=True))
-    model.on_train_batch_end(None, None, 0)
-    after = list(model.teacher.parameters())
-    dist_after = sum((t - s).abs().sum() for t, s in zip(after, model.net.parameters(), strict=True))
-    assert dist_after < dist_before  # the EMA moved the teacher toward the student
-    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
-
-
-def test_mean_teacher_evaluates_with_teacher() -> None:
-    model = MeanTeacher(**COMMON)
-    with torch.no_grad():
-        for p in model.teacher.parameters():
-            p.add_(1.0)
-    x = _images(2, 0)
-    model.eval()
-    assert torch.allclose(model(x), model.teacher(model.preprocess(x)))
-    model.train()
-    assert torch.allclose(model(x), model.net(model.preprocess(x)))
-
-
-def test_mean_teacher_keeps_batchnorm_statistics_of_its_own_activations() -> None:
-    # The EMA teacher lags the student; pairing its weights with the student's BN statistics broke eval-mode
-    # predictions on PBC (29 % accuracy). Its running statistics must come from its own forward passes.
-    torch.manual_seed(0)
-    model = MeanTeacher(ema_decay=0.99, rampup_epochs=0, **COMMON)
-    model.train()
-
-    def running_means(net: torch.nn.Module) -> list[torch.Tensor]:
-        return [m.running_mean.clone() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-
-    for module in model.net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.fill_(7.0)  # a student statistic the teacher must not inherit
-    before = running_means(model.teacher)
-    model.unlabeled_loss(_batch(model)["unlabeled"], 0)  # student and teacher forwards, in train mode
-    model.on_train_batch_end(None, None, 0)
-    teacher, student = running_means(model.teacher), running_means(model.net)
-    assert teacher and all(not torch.equal(t, s) for t, s in zip(teacher, student, strict=True))
-    assert all(not torch.equal(t, b) for t, b in zip(teacher, before, strict=True))  # its own forward updated them
-    assert all(t.abs().max() < 5.0 for t in teacher)
-
-
-def test_mean_teacher_propagation_term_is_a_masked_cross_entropy_with_gradient() -> None:
-    torch.manual_seed(0)
-    model = MeanTeacher(rampup_epochs=0, lp_weight=2.0, **COMMON)
-    batch = _batch(model)["unlabeled"]
-    model.lp_labels = torch.tensor([2, -1, 0, -1, 1, 1])  # pool positions 0..5 = this batch's pool_index
-    out = model.unlabeled_loss(batch, 0)
-    out.loss.backward()
-    assert _backbone_grad(model) > 0
-    # Reference: by hand, images without an accepted label contribute 0 and the mean is over the whole batch.
-    logits = model.net(model.preprocess(batch["image_student"])).detach()
-    accepted = [0, 2, 4, 5]
-    ce = torch.nn.functional.cross_entropy(logits[accepted], model.lp_labels[accepted], reduction="sum") / B
-    torch.testing.assert_close(out.stats["loss_lp"], ce, rtol=1e-5, atol=1e-6)
-    assert float(out.stats["lp_mask_ratio"]) == pytest.approx(4 / 6)
-    consistency = model.consistency_weight * out.stats["loss_consistency"]
-    torch.testing.assert_close(out.loss.detach(), consistency + 2.0 * ce, rtol=1e-5, atol=1e-6)
-
-
-def test_mean_teacher_without_propagated_labels_is_plain_mean_teacher() -> None:
-    model = MeanTeacher(rampup_epochs=0, lp_weight=1.0, **COMMON)  # no relabeling has happened yet
-    out = model.unlabeled_loss(_batch(model)["unlabeled"], 0)
-    assert out.weight == model.consistency_weight and "loss_lp" not in out.stats
-    assert MeanTeacher(**COMMON).configure_callbacks() == []
-    with pytest.raises(ValueError, match="lp_weight"):
-        MeanTeacher(lp_weight=-1.0, **COMMON)
+def test_supervised_setup_needs_no_datamodule() -> None:
+    model = STRATEGIES["Supervised"](**COMMON)
+    model._trainer = SimpleNamespace(datamodule=None)  # type: ignore[assignment]
+    model.setup("fit")  # plain loaders: nothing to request
+    fixmatch = STRATEGIES["FixMatch"](**COMMON)
+    fixmatch._trainer = SimpleNamespace(datamodule=None)  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="TrainingData"):
+        fixmatch.setup("fit")

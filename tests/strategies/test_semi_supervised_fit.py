@@ -1,4 +1,5 @@
-"""Strategies through a real Trainer and the datamodule's labeled + unlabeled loaders (tiny, synthetic)."""
+"""Strategies through a real Trainer and the datamodule's labeled + unlabeled loaders (tiny, synthetic); the
+multi-epoch fits (self-training rounds, Mean Teacher with label propagation) are marked slow."""
 
 from __future__ import annotations
 
@@ -71,10 +72,9 @@ def test_fixmatch_unlabeled_batch_is_mu_times_labeled(tmp_path: Path) -> None:
     dm = _dm()
     model = FixMatch(num_classes=5, backbone="bloodcls_cnn_tiny", mu=3)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    trainer.strategy.connect(model)
     dm.trainer = trainer
-    trainer.datamodule = dm  # type: ignore[misc]
     dm.setup("fit")
+    dm.request_loaders(model.loader_request())  # what the model's setup("fit") does through TrainingData
     loaders = dm.train_dataloader()
     batch, _, _ = next(iter(loaders))
     assert batch["labeled"]["image"].shape[0] == 16
@@ -89,6 +89,7 @@ def test_supervised_ignores_the_unlabeled_pool(tmp_path: Path) -> None:
     assert "train/loss_unsup" not in trainer.callback_metrics
 
 
+@pytest.mark.slow
 def test_self_training_rounds_raise_pool_accuracy_and_mask_ratio(tmp_path: Path) -> None:
     L.seed_everything(0)
     dm = _dm(source=SyntheticSource(60), labels_per_class=8, steps_per_epoch=12, batch_size=20)
@@ -136,6 +137,7 @@ def test_contrastive_backbone_starts_another_strategy(tmp_path: Path) -> None:
         FixMatch(num_classes=5, backbone="bloodcls_cnn_tiny", backbone_checkpoint=str(tmp_path / "missing.ckpt"))
 
 
+@pytest.mark.slow
 def test_mean_teacher_with_label_propagation_relabels_the_pool_with_the_teacher(tmp_path: Path) -> None:
     L.seed_everything(0)
     dm = _dm(source=SyntheticSource(40), labels_per_class=6, steps_per_epoch=8, batch_size=16)
@@ -153,7 +155,7 @@ def test_mean_teacher_with_label_propagation_relabels_the_pool_with_the_teacher(
     )
     trainer = _trainer(tmp_path, max_epochs=4)
     trainer.fit(model, dm)
-    lp = next(cb for cb in trainer.callbacks if type(cb).__name__ == "PropagationPseudoLabels")
+    lp = next(cb for cb in trainer.callbacks if type(cb).__name__ == "LabelPropagationRefresh")
     assert [h["epoch"] for h in lp.history] == [1, 3]
     pool = len(dm.unlabeled_dataset())
     assert model.lp_labels is not None and model.lp_labels.shape == (pool,)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
+from strategy_fakes import FakeTrainingData
 
 from bloodcls.data import BloodCellDataModule, SyntheticSource
 from bloodcls.strategies import Supervised
@@ -38,6 +41,21 @@ def test_preprocess_normalises_uint8_with_backbone_stats() -> None:
     x = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
     assert torch.allclose(model.preprocess(x), torch.ones(1, 3, 4, 4))
     assert torch.allclose(model.preprocess(torch.ones(1, 3, 4, 4)), torch.ones(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("loss", ["ce", "focal"])
+def test_class_weights_come_from_imbalanced_training_counts_and_reach_the_loss(loss: str) -> None:
+    # 8 / 2 / 2 images: inverse weights 1/8, 1/2, 1/2 normalised so the mean weight over images is 1 -> 0.5, 2, 2.
+    model = Supervised(num_classes=3, backbone="bloodcls_cnn_tiny", class_weighting="inverse", loss=loss)
+    model._trainer = SimpleNamespace(datamodule=FakeTrainingData(counts=[8, 2, 2]))  # type: ignore[assignment]
+    model.setup("fit")
+    torch.testing.assert_close(model.class_weight, torch.tensor([0.5, 2.0, 2.0]))
+    logits, target = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.0, 1.0]]), torch.tensor([0, 0, 2])
+    if loss == "ce":
+        expected = F.cross_entropy(logits, target, weight=torch.tensor([0.5, 2.0, 2.0]))
+        torch.testing.assert_close(model.supervised_loss(logits, target), expected)
+    unweighted = Supervised(num_classes=3, backbone="bloodcls_cnn_tiny", loss=loss).supervised_loss(logits, target)
+    assert not torch.isclose(model.supervised_loss(logits, target), unweighted)
 
 
 def test_class_weights_from_datamodule_and_checkpoint_round_trip(tmp_path: Path) -> None:

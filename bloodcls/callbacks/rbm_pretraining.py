@@ -7,7 +7,7 @@ plus the unlabeled pool, so it composes with every strategy. Validation and test
 
     trainer:
       callbacks:
-        - class_path: bloodcls.strategies.rbm_pretraining.GreedyRBMPretraining
+        - class_path: bloodcls.callbacks.rbm_pretraining.GreedyRBMPretraining
           init_args: {epochs: 10}
 """
 
@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from bloodcls.data.interface import training_data
 from bloodcls.errors import UserInputError
 
 
@@ -61,12 +62,10 @@ class GreedyRBMPretraining(Callback):
         self.history: list[list[float]] = []  # per RBM: mean reconstruction error per epoch
 
     def _images(self, trainer: L.Trainer) -> torch.Tensor:
-        datamodule = getattr(trainer, "datamodule", None)  # set by fit; typed on a Trainer mixin mypy misses
-        if datamodule is None or not hasattr(datamodule, "unlabeled_dataset"):
-            raise UserInputError("GreedyRBMPretraining: needs bloodcls's BloodCellDataModule (data: in the config)")
-        loaders = [datamodule.eval_loader(datamodule.unlabeled_dataset())]
+        data = training_data(trainer)  # a clear error without bloodcls's datamodule
+        loaders = [data.eval_loader(data.unlabeled_dataset())]
         if self.include_labeled:
-            loaders.insert(0, datamodule.eval_loader(datamodule.labeled_dataset()))
+            loaders.insert(0, data.eval_loader(data.labeled_dataset()))
         images = collect_images(loaders)  # (N, 3, H, W) uint8, training split only
         if len(images) == 0:
             raise UserInputError(

@@ -1,0 +1,1 @@
+"""Lightning callbacks: checkpointing, reports, predictions, W&B, tuning, self-training rounds, pretraining."""

@@ -1,0 +1,68 @@
+"""The shared skeleton of pseudo-label strategies (USB's split of an unlabeled step, done with plain methods).
+
+One unlabeled step is four overridable pieces, each small enough to replace alone:
+
+    logits, probs = self.predict_unlabeled(batch)   # the prediction that learns; the one targets come from
+    targets = self.pseudo_targets(probs)            # hard labels (argmax); soft-label methods return probs
+    mask = self.mask(probs)                         # which images count: fixed thresholds here
+    loss = self.masked_loss(logits, targets, mask)  # masked cross-entropy, averaged over the whole batch
+
+Pseudo-labeling (one forward gives target and prediction) and FixMatch (weak view -> targets, strong view
+learns) override ``predict_unlabeled`` only; adaptive-threshold methods (FlexMatch, FreeMatch) override ``mask``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
+from bloodcls.strategies.ssl_losses import masked_cross_entropy, pseudo_label_stats, select_pseudo_labels
+
+
+class PseudoLabelSkeleton(Classifier, register=False):
+    """Base of thresholded pseudo-label strategies; not a strategy itself.
+
+    Args:
+        confidence_threshold: minimum max-probability to accept a pseudo-label.
+        entropy_threshold: maximum normalised prediction entropy to accept (1.0 = no entropy test).
+        lambda_u: weight of the unlabeled loss.
+        **kwargs: the ``Classifier`` arguments.
+    """
+
+    def __init__(
+        self, confidence_threshold: float, entropy_threshold: float = 1.0, lambda_u: float = 1.0, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.confidence_threshold = confidence_threshold
+        self.entropy_threshold = entropy_threshold
+        self.lambda_u = lambda_u
+
+    def predict_unlabeled(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, K) that learn, with gradient; probabilities (B, K) the targets come from, without)."""
+        raise NotImplementedError
+
+    def pseudo_targets(self, probs: torch.Tensor) -> torch.Tensor:
+        """Hard pseudo-labels (B,) from the target probabilities."""
+        return probs.argmax(dim=-1)
+
+    def mask(self, probs: torch.Tensor) -> torch.Tensor:
+        """Boolean (B,): max probability >= confidence AND normalised entropy <= entropy threshold."""
+        return select_pseudo_labels(probs, self.confidence_threshold, self.entropy_threshold)[1]
+
+    def masked_loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on the accepted images, rejected ones counting as zeros in the batch mean."""
+        return masked_cross_entropy(logits, targets, mask)
+
+    def unlabeled_weight(self) -> float:
+        """Weight of the unlabeled loss at this point of training."""
+        return self.lambda_u
+
+    def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput:
+        logits, probs = self.predict_unlabeled(batch)
+        with torch.no_grad():
+            targets, mask = self.pseudo_targets(probs), self.mask(probs)
+        loss = self.masked_loss(logits, targets, mask)
+        stats = pseudo_label_stats(targets, mask, batch.get("true_label"), self.class_names)
+        return UnlabeledOutput(loss, self.unlabeled_weight(), stats)
