@@ -31,7 +31,7 @@ def test_toy_strategy_from_one_file_and_one_config_trains_through_the_cli(tmp_pa
             str(REPO / "configs" / "quickstart.yaml"),
             "--config",
             str(config),
-            "--data.init_args.synthetic_per_class=12",
+            "--data.source.per_class=12",
             "--data.init_args.num_workers=0",
             "--data.init_args.image_size=32",
             "--trainer.max_epochs=1",
