@@ -15,7 +15,8 @@ onnx = pytest.importorskip("onnx", reason="the export extra (onnx) is not instal
 ort = pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
 
 from bloodcls.cli import BloodCLI  # noqa: E402
-from bloodcls.export import export_main, load_classifier  # noqa: E402
+from bloodcls.commands.export import load_classifier
+from bloodcls.commands.export import main as export_main  # noqa: E402
 
 
 @pytest.fixture(scope="module")

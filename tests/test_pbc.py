@@ -12,7 +12,7 @@ from bloodcls.data import BloodCellDataModule
 from bloodcls.data.cache import hash_files
 from bloodcls.data.sources import list_image_folder
 from bloodcls.data.splits import deduplicate
-from bloodcls.evaluation.callbacks import TestReport
+from bloodcls.callbacks.reports import TestReport
 from bloodcls.strategies import Supervised
 
 PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]

@@ -14,7 +14,7 @@ from wandb_records import OfflineRun
 
 from bloodcls.errors import UserInputError
 from bloodcls.evaluation.report import PER_CLASS_FIELDS
-from bloodcls.loggers import WandbLogger, default_run_name, fill_wandb_defaults, has_wandb_credentials, resolve_offline
+from bloodcls.callbacks.wandb import WandbLogger, default_run_name, fill_wandb_defaults, has_wandb_credentials, resolve_offline
 
 
 def test_credentials_from_env_or_netrc(tmp_path: Path) -> None:
@@ -47,7 +47,7 @@ def test_logger_goes_offline_without_credentials(tmp_path: Path, monkeypatch: py
 
 def _config(**data: object) -> Namespace:
     wandb = Namespace(
-        class_path="bloodcls.loggers.WandbLogger",
+        class_path="bloodcls.callbacks.wandb.WandbLogger",
         init_args=Namespace(name=None, group=None, job_type=None, tags=["mine"]),
     )
     csv = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(name="quickstart"))

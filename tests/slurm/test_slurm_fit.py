@@ -30,7 +30,7 @@ def test_fit_job_runs_one_process_per_task(slurm: SlurmCluster, tmp_path: Path) 
                 "trainer": {
                     "logger+": [
                         {
-                            "class_path": "bloodcls.loggers.WandbLogger",
+                            "class_path": "bloodcls.callbacks.wandb.WandbLogger",
                             "init_args": {"save_dir": str(tmp_path / "wandb"), "offline": True},
                         }
                     ]
