@@ -91,7 +91,7 @@ class BloodCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        checkpoint = config.get(BEST_KEY) or {}
+        checkpoint: Any = config.get(BEST_KEY) or {}
         monitor = checkpoint.get("monitor")
         if monitor and not str(monitor).startswith(("val/", "train/")):
             raise UserInputError(

@@ -12,6 +12,8 @@ import yaml
 from .slurm_cluster import SlurmCluster
 from .slurm_jobs import TINY_FIT, sbatch, wait_until
 
+pytestmark = pytest.mark.slow  # starts a Slurm cluster and real jobs
+
 
 def _val_epochs(metrics_csv: Path) -> list[int]:
     """Epochs with a validation row in a CSVLogger metrics.csv, in file order."""

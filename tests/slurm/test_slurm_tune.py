@@ -16,6 +16,8 @@ from .slurm_jobs import TINY_FIT, sbatch
 pytest.importorskip("ray.tune", reason="ray[tune] is the 'tune' extra")
 pytest.importorskip("bloodcls.commands.tune", reason="bloodcls tune is not available")
 
+pytestmark = pytest.mark.slow  # starts a Slurm cluster and real jobs
+
 
 def _free_port() -> int:
     with socket.socket() as s:
