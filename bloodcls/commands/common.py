@@ -25,7 +25,7 @@ _NOISE = (
     "Subtypes:",
     "Errors:",
     "Given value type:",
-    "Given value:",
+    "Given value: NestedArg(",
     "Expected a <class 'NoneType'>",
 )
 
