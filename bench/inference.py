@@ -44,8 +44,8 @@ from bench.common import (  # noqa: E402
     write_results,
 )
 from bloodcls.cli import BloodCLI  # noqa: E402
+from bloodcls.commands.export import ProbabilitiesModel, load_classifier, run_export  # noqa: E402
 from bloodcls.data import BloodCellDataModule  # noqa: E402
-from bloodcls.export import ProbabilitiesModel, load_classifier, run_export  # noqa: E402
 
 TIMER = '[{"class_path": "bench.common.PredictTimer"}]'
 # bloodcls's defaults, whatever the checkpoint's run used.

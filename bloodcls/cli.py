@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import importlib
-import logging
-import os
 import sys
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +14,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from bloodcls.checkpointing import BestAndLastCheckpoint
+from bloodcls.callbacks.checkpointing import BEST_KEY, add_checkpoint_arguments
+from bloodcls.callbacks.reports import PredictionsCSV, TestReport
+from bloodcls.callbacks.run_files import RunFiles
+from bloodcls.callbacks.wandb import SaveConfigToLoggers, fill_wandb_defaults, logger_specs
+from bloodcls.commands.common import quiet_third_party_noise, user_errors
 from bloodcls.data.datamodule import DEFAULT_IMAGE_SIZE, BloodCellDataModule
 from bloodcls.errors import UserInputError
-from bloodcls.evaluation.callbacks import PredictionsCSV, TestReport
-from bloodcls.loggers import SaveConfigToLoggers, fill_wandb_defaults, logger_specs
 from bloodcls.models import pretrained_input_size
 from bloodcls.strategies.base import Classifier
 
@@ -34,42 +32,26 @@ TRAINER_COMMANDS: dict[str, str] = {
 }
 
 
-def _lazy(module: str, function: str) -> Callable[[list[str]], None]:
-    """A tool command imported on first use, so ``bloodcls fit`` never pays for Ray, ONNX or scikit-image."""
-
-    def run(argv: list[str]) -> None:
-        getattr(importlib.import_module(module), function)(argv)
-
-    return run
-
-
-TOOL_COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
-    "download": (
-        "fetch a dataset (bloodmnist) or a checksummed zip URL into a folder",
-        _lazy("bloodcls.data.download", "download_main"),
-    ),
-    "baseline": (
-        "classical baseline: segmentation + hand-crafted features + SVM / random forest",
-        _lazy("bloodcls.baseline.command", "baseline_main"),
-    ),
-    "tune": (
-        "Ray Tune sweep over any config key (--config base.yaml --sweep sweep.yaml)",
-        _lazy("bloodcls.tune", "tune_main"),
-    ),
-    "export": (
-        "export a checkpoint to ONNX (with an ONNX Runtime parity check)",
-        _lazy("bloodcls.export", "export_main"),
-    ),
-    "summarize": (
-        "mean +- std of test metrics over runs (k-fold folds, seeds)",
-        _lazy("bloodcls.summary", "summarize_main"),
-    ),
+# Tool commands: bloodcls.commands.<name>.main(argv), imported only when run, so ``bloodcls fit`` never pays for Ray,
+# ONNX or scikit-image.
+TOOL_COMMANDS: dict[str, str] = {
+    "download": "fetch a dataset (bloodmnist) or a checksummed zip URL into a folder",
+    "baseline": "classical baseline: segmentation + hand-crafted features + SVM / random forest",
+    "tune": "Ray Tune sweep over any config key (--config base.yaml --sweep sweep.yaml)",
+    "export": "export a checkpoint to ONNX (with an ONNX Runtime parity check)",
+    "summarize": "mean +- std of test metrics over runs (k-fold folds, seeds)",
 }
+
+
+def run_tool(command: str, argv: list[str]) -> None:
+    """Run the tool command ``command`` (a key of ``TOOL_COMMANDS``) on ``argv``."""
+    importlib.import_module(f"bloodcls.commands.{command}").main(argv)
 
 
 class BloodCLI(LightningCLI):
     """LightningCLI with bloodcls defaults: strategies and datamodule by ``class_path``, class count and names
-    linked from the data to the model, validation-metric checkpointing, test report and predictions writer."""
+    linked from the data to the model, best-on-validation and last checkpoints, the run's split files, test report
+    and predictions writer."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
@@ -93,15 +75,7 @@ class BloodCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
-        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/balanced_acc",
-                "checkpoint.mode": "max",
-                "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
-            }
-        )
+        add_checkpoint_arguments(parser)
         parser.add_lightning_class_args(TestReport, "report")
         parser.add_lightning_class_args(PredictionsCSV, "predictions")
 
@@ -112,16 +86,22 @@ class BloodCLI(LightningCLI):
         own_bar = any(isinstance(c, ProgressBar) for c in [*callbacks, *user_callbacks])
         if config.get("enable_progress_bar") is False or own_bar:
             self.trainer_defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
-        return super()._instantiate_trainer(config, callbacks)
+        # split.csv / data_report.json of every fit run; not a config key: there is nothing to configure.
+        return super()._instantiate_trainer(config, [*callbacks, RunFiles()])
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        monitor = config.get("checkpoint", {}).get("monitor")
+        checkpoint: Any = config.get(BEST_KEY) or {}
+        monitor = checkpoint.get("monitor")
         if monitor and not str(monitor).startswith(("val/", "train/")):
             raise UserInputError(
                 f"checkpoint.monitor={monitor}: checkpoints are selected on validation metrics (val/...), "
                 "never on test metrics"
             )
+        if checkpoint.get("save_last"):
+            # Configs saved before last.ckpt had its own callback say save_last: true; honoured, it would write a
+            # second, stale last(-v1).ckpt beside last_checkpoint's.
+            checkpoint.save_last = None
         _resolve_image_size(config)
         fill_wandb_defaults(config, self.subcommand)
         if self.subcommand in ("validate", "test", "predict"):
@@ -172,7 +152,7 @@ def _print_overview() -> None:
         *[f"  {name:<{width}}{text}" for name, text in TRAINER_COMMANDS.items()],
         "",
         "tools:",
-        *[f"  {name:<{width}}{text}" for name, (text, _) in TOOL_COMMANDS.items()],
+        *[f"  {name:<{width}}{text}" for name, text in TOOL_COMMANDS.items()],
         "",
         "Run `bloodcls <command> --help` for a command's options.",
         "Example: bloodcls fit --config configs/quickstart.yaml",
@@ -199,33 +179,6 @@ def _config_from_checkpoint(args: list[str]) -> list[str]:
     return args
 
 
-def _quiet_third_party_noise() -> None:
-    """Hide warnings users cannot act on (library deprecations inside Lightning, advertising tips)."""
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # Evaluating a checkpoint restores its ModelCheckpoint state too; the moved-dirpath notice is irrelevant there.
-    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
-    if "SLURM_JOB_ID" not in os.environ:
-        # Outside an allocation, "srun is available but not used" is noise on any machine with Slurm installed;
-        # inside one it is a real hint (a job step started without srun), so it stays there.
-        warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
-    )
-
-
-def _find_user_error(err: BaseException) -> UserInputError | None:
-    """The UserInputError behind ``err``, also when jsonargparse re-raised it while instantiating a class."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, UserInputError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; returns None so the process exit status is 0 on success."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -239,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = args[0], args[1:]
     if command in TOOL_COMMANDS:
-        TOOL_COMMANDS[command][1](rest)
+        run_tool(command, rest)
         return
     if command not in TRAINER_COMMANDS:
         known = ", ".join([*TRAINER_COMMANDS, *TOOL_COMMANDS])
@@ -247,21 +200,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if command in ("validate", "test", "predict"):
         rest = _config_from_checkpoint(rest)
-    _quiet_third_party_noise()
+    quiet_third_party_noise()
     # LightningCLI reads sys.argv (passing args as well makes it warn), so hand it the rewritten command line --
     # and put the caller's back afterwards: main([...]) is also called in-process (tests, Ray Tune trials).
     saved_argv = sys.argv
     sys.argv = [sys.argv[0] if sys.argv else "bloodcls", command, *rest]
     try:
-        BloodCLI()
-    except Exception as err:
-        # Bad configs, paths and datasets are the user's to fix: one clear line, not a stack trace.
-        # BLOODCLS_DEBUG=1 shows the traceback when the message is not enough.
-        user_error = _find_user_error(err)
-        if user_error is None or os.environ.get("BLOODCLS_DEBUG"):
-            raise
-        print(f"bloodcls {command}: error: {user_error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        with user_errors(f"bloodcls {command}"):
+            BloodCLI()
     finally:
         sys.argv = saved_argv
 

@@ -1,12 +1,20 @@
-"""DDP helpers shared by callbacks and strategies: gather per-rank rows of any length onto every rank."""
+"""DDP helpers shared by callbacks and strategies: the run directory (a broadcast), per-rank rows gathered."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.distributed as dist
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The directory a stage's outputs belong in: the logger's directory, else ``default_root_dir``.
+    Under DDP ``trainer.log_dir`` is a broadcast: call this on every rank, never on rank 0 alone (rank 0 would
+    wait forever for the others)."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def gather_rows(trainer: L.Trainer, local: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:

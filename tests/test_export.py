@@ -15,7 +15,8 @@ onnx = pytest.importorskip("onnx", reason="the export extra (onnx) is not instal
 ort = pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
 
 from bloodcls.cli import BloodCLI  # noqa: E402
-from bloodcls.export import export_main, load_classifier  # noqa: E402
+from bloodcls.commands.export import load_classifier  # noqa: E402
+from bloodcls.commands.export import main as export_main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return best
 
 
+@pytest.mark.slow  # fits a tiny run, exports it to ONNX
 def test_export_writes_onnx_next_to_the_run_and_passes_parity(
     tiny_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -78,6 +80,7 @@ def test_export_writes_onnx_next_to_the_run_and_passes_parity(
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 32, 32]  # dynamic batch, fixed image
 
 
+@pytest.mark.slow
 def test_onnx_runtime_equals_torch_on_a_batch(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "model.onnx"
     export_main(["--ckpt_path", str(tiny_run), "--output", str(out)])
@@ -98,19 +101,17 @@ def test_onnx_runtime_equals_torch_on_a_batch(tiny_run: Path, tmp_path: Path) ->
     ("args", "message"),
     [
         (["--ckpt_path", "/does/not/exist.ckpt"], "--ckpt_path /does/not/exist.ckpt does not exist"),
-        (["--format", "tflite"], "--format tflite: unsupported (supported: onnx)"),
+        (["--ckpt_path", "any.ckpt", "--format", "tflite"], "--format tflite: unsupported (supported: onnx)"),
         (["--not_a_checkpoint"], "not a readable checkpoint"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(
-    tiny_run: Path, tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if args == ["--not_a_checkpoint"]:
         bogus = tmp_path / "notes.ckpt"
         bogus.write_text("not a checkpoint")
         args = ["--ckpt_path", str(bogus)]
-    elif "--ckpt_path" not in args:
-        args = ["--ckpt_path", str(tiny_run), *args]
     with pytest.raises(SystemExit) as exc:
         export_main(args)
     assert exc.value.code == 2

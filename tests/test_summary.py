@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from conftest import run_cli
 
-from bloodcls.summary import summarize_main, summarize_runs, summarize_values
+from bloodcls.commands.summarize import main as summarize_main
+from bloodcls.commands.summarize import summarize_runs, summarize_values
 
 
 def _metrics(acc: float, auroc: float | None, recall_a: float) -> dict[str, Any]:

@@ -3,19 +3,14 @@ check every searched key before Ray starts, and turn sampled values into ``--key
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
-import sys
-from argparse import ArgumentError
-from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bloodcls.commands.common import parse_fit_config
 from bloodcls.errors import UserInputError
 from bloodcls.tuning.space import probe_values
 from bloodcls.tuning.sweep import Sweep
@@ -26,37 +21,6 @@ from bloodcls.tuning.sweep import Sweep
 PATH_KEYS = frozenset(
     {"root", "cache_dir", "split_file", "predict_root", "unlabeled_root", "pretrained_weights", "backbone_checkpoint"}
 )
-# Lines of jsonargparse's nested union messages that say nothing the user can act on.
-_NOISE = (
-    "Does not validate against any of the Union subtypes",
-    "Subtypes:",
-    "Errors:",
-    "Given value type:",
-    "Expected a <class 'NoneType'>",
-    "Given value: NestedArg(",
-)
-
-
-def one_line(message: str) -> str:
-    """jsonargparse's multi-line union error as one line that keeps the actionable parts."""
-    lines = [line.strip().removeprefix("- ").strip() for line in str(message).splitlines()]
-    kept = [line for line in lines if line and not any(noise in line for noise in _NOISE)]
-    return " ".join(kept) or str(message).strip()
-
-
-@contextlib.contextmanager
-def _quiet_parse() -> Iterator[None]:
-    """LightningCLI seeds everything when it parses and logs it; parsing a config here trains nothing."""
-    logger = logging.getLogger("lightning.fabric.utilities.seed")
-    level, saved_argv = logger.level, sys.argv
-    logger.setLevel(logging.WARNING)
-    # LightningCLI warns when given args while sys.argv also has some (the `bloodcls tune ...` line).
-    sys.argv = saved_argv[:1] or ["bloodcls"]
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-        sys.argv = saved_argv
 
 
 def resolve_config(args: list[str]) -> dict[str, Any]:
@@ -64,25 +28,9 @@ def resolve_config(args: list[str]) -> dict[str, Any]:
 
     Raises UserInputError (one line) for unknown keys, bad values, missing config files.
     """
-    from bloodcls.cli import BloodCLI  # imported here: bloodcls.cli dispatches `bloodcls tune` to this package
-
-    class ParseOnlyCLI(BloodCLI):
-        def init_parser(self, **kwargs: Any) -> Any:
-            kwargs["exit_on_error"] = False  # parse errors raise, and become one line
-            return super().init_parser(**kwargs)
-
-        def instantiate_classes(self) -> None:
-            """Nothing is built: the sweep only needs the validated configuration."""
-
-    try:
-        with _quiet_parse():
-            cli = ParseOnlyCLI(args=args, run=False)
-    except ArgumentError as err:
-        raise UserInputError(one_line(str(err))) from None
-    # jsonargparse 4.49 renamed skip_none to skip_unset; both keep the None values a faithful config needs.
-    renamed = tuple(int(p) for p in version("jsonargparse").split(".")[:2]) >= (4, 49)
-    keep_none = {"skip_unset": False} if renamed else {"skip_none": False}
-    return json.loads(cli.parser.dump(cli.config, format="json", **keep_none))
+    cli = parse_fit_config(args)
+    # skip_unset=False keeps the None values a faithful config needs (``trainer.max_steps: null`` ...).
+    return json.loads(cli.parser.dump(cli.config, format="json", skip_unset=False))
 
 
 def absolute_paths(config: Any, cwd: Path) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from bloodcls.errors import UserInputError
+from bloodcls.callbacks.tune import ReportToTune
 from bloodcls.tuning.config import overrides
 
 # Loggers whose run directory is save_dir/name/version: a trial's goes to <output>/trials/<trial id>.
@@ -38,24 +38,6 @@ class TrialPlan:
     logger: Any  # the resolved trainer.logger (a class_path mapping, a list of them, or a bool / None)
     threads: int = 1
     env: dict[str, str] = field(default_factory=dict)  # BLOODCLS_* variables of the driver (cache dir, debug)
-
-
-class ReportToTune(Callback):
-    """Hands ``metric`` (and the epoch count ASHA schedules on) to Ray Tune after each validation run."""
-
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        value = trainer.callback_metrics.get(self.metric)
-        if value is None:
-            logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
-            raise UserInputError(f"sweep metric {self.metric} is not logged by this run (logged: {', '.join(logged)})")
-        from ray import tune
-
-        tune.report({self.metric: float(value), "epoch": trainer.current_epoch + 1})
 
 
 def _logger_in(logger: Any, trials_dir: str, trial_id: str) -> Any:
@@ -92,12 +74,13 @@ def run_trial(sampled: dict[str, Any], plan: TrialPlan) -> None:
     import torch
     from ray import tune
 
-    from bloodcls.cli import BloodCLI, _quiet_third_party_noise
+    from bloodcls.cli import BloodCLI
+    from bloodcls.commands.common import quiet_third_party_noise
 
     for key, value in plan.env.items():
         os.environ.setdefault(key, value)
     torch.set_num_threads(plan.threads)
-    _quiet_third_party_noise()
+    quiet_third_party_noise()
     # The run dir already holds trial.log when the CSV logger starts; its "will be deleted" notice is about
     # metrics.csv only (and there is none yet), so it would only mislead a reader of the log.
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")

@@ -10,8 +10,8 @@ import pytest
 from conftest import REPO
 
 from bloodcls.baseline import FEATURE_NAMES, extract_features, extract_many, fit_baseline, predict_proba
-from bloodcls.baseline.command import baseline_main
 from bloodcls.baseline.segmentation import segment_cell
+from bloodcls.commands.baseline import main as baseline_main
 from bloodcls.data.synthetic import SYNTHETIC_CLASSES, generate_dataset, render_cell
 
 LYMPHOCYTE = SYNTHETIC_CLASSES.index("lymphocyte")

@@ -23,10 +23,13 @@ from bloodcls.data import BloodCellDataModule
 from bloodcls.data.sampling import BalancedClassSampler, DrawWithReplacement
 from bloodcls.strategies import MeanTeacher
 
-pytestmark = pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-    reason="this torch build has no gloo backend for CPU DDP",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+        reason="this torch build has no gloo backend for CPU DDP",
+    ),
+]
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 WORLD = 2

@@ -12,9 +12,15 @@ from jsonargparse import Namespace
 from scale_helpers import run_bloodcls, tiny_fit_args
 from wandb_records import OfflineRun
 
+from bloodcls.callbacks.wandb import (
+    WandbLogger,
+    default_run_name,
+    fill_wandb_defaults,
+    has_wandb_credentials,
+    resolve_offline,
+)
 from bloodcls.errors import UserInputError
 from bloodcls.evaluation.report import PER_CLASS_FIELDS
-from bloodcls.loggers import WandbLogger, default_run_name, fill_wandb_defaults, has_wandb_credentials, resolve_offline
 
 
 def test_credentials_from_env_or_netrc(tmp_path: Path) -> None:
@@ -47,7 +53,7 @@ def test_logger_goes_offline_without_credentials(tmp_path: Path, monkeypatch: py
 
 def _config(**data: object) -> Namespace:
     wandb = Namespace(
-        class_path="bloodcls.loggers.WandbLogger",
+        class_path="bloodcls.callbacks.wandb.WandbLogger",
         init_args=Namespace(name=None, group=None, job_type=None, tags=["mine"]),
     )
     csv = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(name="quickstart"))
@@ -114,6 +120,7 @@ def offline_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Offlin
     return root, fit_run, test_run
 
 
+@pytest.mark.slow  # fit + test subprocesses with the W&B logger
 def test_offline_fit_run_holds_metrics_and_config(offline_runs: tuple[Path, OfflineRun, OfflineRun]) -> None:
     _, run, _ = offline_runs
     assert (run.run.display_name, run.run.run_group, run.run.job_type) == ("Supervised-4lpc", "Supervised-4lpc", "fit")
@@ -127,6 +134,7 @@ def test_offline_fit_run_holds_metrics_and_config(offline_runs: tuple[Path, Offl
     assert {"config.yaml", "split.csv", "data_report.json", "metrics.csv"} <= set(run.files)
 
 
+@pytest.mark.slow
 def test_offline_test_run_holds_the_report(offline_runs: tuple[Path, OfflineRun, OfflineRun]) -> None:
     root, fit_run, run = offline_runs
     assert (run.run.display_name, run.run.job_type) == ("Supervised-4lpc-test", "test")

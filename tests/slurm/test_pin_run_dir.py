@@ -24,7 +24,10 @@ def _csv() -> dict[str, Any]:
 
 
 def _wandb(**init_args: Any) -> dict[str, Any]:
-    return {"class_path": "bloodcls.loggers.WandbLogger", "init_args": {"project": "bloodcls", "id": None, **init_args}}
+    return {
+        "class_path": "bloodcls.callbacks.wandb.WandbLogger",
+        "init_args": {"project": "bloodcls", "id": None, **init_args},
+    }
 
 
 def _config(logger: Any) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import yaml
 from .slurm_cluster import SlurmCluster
 from .slurm_jobs import TINY_FIT, sbatch, wait_until
 
+pytestmark = pytest.mark.slow  # starts a Slurm cluster and real jobs
+
 
 def _val_epochs(metrics_csv: Path) -> list[int]:
     """Epochs with a validation row in a CSVLogger metrics.csv, in file order."""
@@ -30,7 +32,7 @@ def test_fit_job_runs_one_process_per_task(slurm: SlurmCluster, tmp_path: Path) 
                 "trainer": {
                     "logger+": [
                         {
-                            "class_path": "bloodcls.loggers.WandbLogger",
+                            "class_path": "bloodcls.callbacks.wandb.WandbLogger",
                             "init_args": {"save_dir": str(tmp_path / "wandb"), "offline": True},
                         }
                     ]

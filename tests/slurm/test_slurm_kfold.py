@@ -13,6 +13,8 @@ import pytest
 from .slurm_cluster import SlurmCluster
 from .slurm_jobs import REPO, TINY_FIT, wait_until
 
+pytestmark = pytest.mark.slow  # starts a Slurm cluster and real jobs
+
 
 def _test_subset(split_csv: Path) -> set[str]:
     with split_csv.open() as f:

@@ -14,7 +14,9 @@ from .slurm_cluster import SlurmCluster
 from .slurm_jobs import TINY_FIT, sbatch
 
 pytest.importorskip("ray.tune", reason="ray[tune] is the 'tune' extra")
-pytest.importorskip("bloodcls.tune", reason="bloodcls tune is not available")
+pytest.importorskip("bloodcls.commands.tune", reason="bloodcls tune is not available")
+
+pytestmark = pytest.mark.slow  # starts a Slurm cluster and real jobs
 
 
 def _free_port() -> int:

@@ -9,12 +9,12 @@ import pytest
 import yaml
 from conftest import REPO
 
+from bloodcls.commands.common import one_line
 from bloodcls.errors import UserInputError
 from bloodcls.tuning.config import (
     absolute_paths,
     check_space_keys,
     cli_value,
-    one_line,
     overrides,
     resolve_config,
     write_config,

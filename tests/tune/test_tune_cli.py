@@ -45,6 +45,7 @@ def _sweep(path: Path, **entries: object) -> Path:
     return path
 
 
+@pytest.mark.slow  # starts Ray and trains two trials
 def test_two_trial_sweep_on_cpu(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sweep = _sweep(
         tmp_path / "thresholds.yaml",

@@ -6,7 +6,6 @@ import argparse
 import csv
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bloodcls.commands.common import fail
 from bloodcls.errors import UserInputError
 
 # Headline keys of test/metrics.json (bloodcls.evaluation.metrics.classification_metrics), in report order.
@@ -141,7 +141,7 @@ def write_json(
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
-def summarize_main(argv: list[str]) -> None:
+def main(argv: list[str]) -> None:
     """Entry point of ``bloodcls summarize RUN_DIR... [--output FILE.csv|FILE.json]``; errors exit 2 in one line."""
     parser = argparse.ArgumentParser(
         prog="bloodcls summarize",
@@ -172,8 +172,7 @@ def summarize_main(argv: list[str]) -> None:
             else:
                 write_json(summaries, args.runs, per_run, out)
     except UserInputError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(parser.prog, str(err))
     print_summary(summaries, len(per_run))
     for out in args.output:
         print(f"{parser.prog}: wrote {out}")

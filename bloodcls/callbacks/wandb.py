@@ -1,6 +1,7 @@
-"""Weights & Biases for bloodcls runs: a WandbLogger that goes offline by itself when no API key is configured,
-run names / groups / tags derived from the config (``FixMatch-10lpc``), and a config-saving callback that also
-logs the resolved config and the run's files (config.yaml, split.csv, data_report.json, metrics.csv) to W&B.
+"""Weights & Biases for bloodcls runs, all in one place: a WandbLogger that goes offline by itself when no API key
+is configured, run names / groups / tags derived from the config (``FixMatch-10lpc``), a config-saving callback that
+also logs the resolved config and the run's files (config.yaml, split.csv, data_report.json, metrics.csv) to W&B,
+and the test report's panels (per-class table, confusion matrix, plots, files).
 
 Fit and evaluation are separate W&B runs: ``bloodcls fit`` logs a ``job_type=fit`` run; ``bloodcls test`` (or
 ``validate`` / ``predict``) on one of its checkpoints logs a new run ``<name>-test`` with ``job_type=test`` in the
@@ -11,24 +12,37 @@ from __future__ import annotations
 
 import netrc
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 import lightning as L
+import numpy as np
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 
+from bloodcls.distributed import run_dir
 from bloodcls.errors import UserInputError
-from bloodcls.evaluation.callbacks import run_dir
-from bloodcls.evaluation.wandb_report import wandb_loggers
+from bloodcls.evaluation.report import PER_CLASS_FIELDS
 
 DEFAULT_HOST = "api.wandb.ai"
 OFFLINE_MODES = ("offline", "dryrun")
 RUN_FILES_AT_START = ("config.yaml", "split.csv", "data_report.json")
 RUN_FILES_AT_END = ("metrics.csv", "hparams.yaml")  # still growing during the run: uploaded when it finishes
+REPORT_FILES = (
+    "metrics.json",
+    "per_class.csv",
+    "test_predictions.csv",
+    "confusion_matrix.png",
+    "roc.png",
+    "calibration.png",
+)
+REPORT_PLOTS = {"confusion_matrix": "confusion_matrix.png", "roc": "roc.png", "calibration": "calibration.png"}
+# Scalars of metrics.json that Lightning's test/* metrics do not already carry, under their W&B names.
+REPORT_SCALARS = {"auroc": "test/macro_auroc", "nll": "test/nll", "ece": "test/ece", "n": "test/n_images"}
 
 
 def has_wandb_credentials(env: Mapping[str, str], netrc_file: Path | None = None) -> bool:
@@ -104,6 +118,11 @@ class WandbLogger(LightningWandbLogger):
         )
 
 
+def wandb_loggers(loggers: Iterable[Logger]) -> list[LightningWandbLogger]:
+    """The trainer's W&B loggers: Lightning's, and ours that subclass it."""
+    return [logger for logger in loggers if isinstance(logger, LightningWandbLogger)]
+
+
 # ---------------------------------------------------------------------- defaults from the CLI config
 def _get(namespace: Any, key: str, default: Any = None) -> Any:
     value = namespace.get(key, default) if hasattr(namespace, "get") else default
@@ -171,20 +190,21 @@ class SaveConfigToLoggers(SaveConfigCallback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # trainer.log_dir is a broadcast under DDP; save_config (rank 0 only) must not ask for it.
-        self.run_dir = run_dir(trainer)
+        self.run_dir: Path | None = run_dir(trainer)
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         loggers = wandb_loggers(trainer.loggers)
         if not loggers:
             return
-        resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        resolved = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))
         for logger in loggers:
             logger.experiment.config.update({"config": resolved}, allow_val_change=True)
         self._save_files(trainer, RUN_FILES_AT_START[:1], "now")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:  # split.csv / data_report.json exist once the train loader was built
+        # split.csv / data_report.json exist by now: RunFiles writes them in on_fit_start, which comes first.
+        if trainer.is_global_zero:
             self._save_files(trainer, RUN_FILES_AT_START[1:], "now")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -192,11 +212,51 @@ class SaveConfigToLoggers(SaveConfigCallback):
             self._save_files(trainer, RUN_FILES_AT_END, "end")
 
     def _save_files(self, trainer: L.Trainer, names: tuple[str, ...], policy: Literal["now", "end"]) -> None:
-        run_dir = getattr(self, "run_dir", None)
-        if run_dir is None:
+        directory = getattr(self, "run_dir", None)  # set in setup; absent when fit never got that far
+        if directory is None:
             return
         for logger in wandb_loggers(trainer.loggers):
             for name in names:
-                path = run_dir / name
+                path = directory / name
                 if path.is_file():
-                    logger.experiment.save(str(path), base_path=str(run_dir), policy=policy)
+                    logger.experiment.save(str(path), base_path=str(directory), policy=policy)
+
+
+# ---------------------------------------------------------------------- the test report on W&B
+def per_class_rows(metrics: dict[str, Any]) -> list[list[Any]]:
+    """metrics.json's per-class entries as table rows in ``PER_CLASS_FIELDS`` order (undefined AUROC: None)."""
+    return [[row[key] for key in PER_CLASS_FIELDS] for row in metrics["per_class"]]
+
+
+def log_test_report(
+    loggers: Iterable[Logger],
+    out_dir: Path,
+    metrics: dict[str, Any],
+    targets: np.ndarray,
+    preds: np.ndarray,
+    class_names: Sequence[str],
+) -> None:
+    """Log a written test report (``out_dir``) to every W&B logger; rank 0 only, like the report itself."""
+    targets_loggers = wandb_loggers(loggers)
+    if not targets_loggers:
+        return
+    import wandb  # only now: a run without a WandbLogger never imports wandb
+
+    payload: dict[str, Any] = {
+        "test/per_class": wandb.Table(columns=list(PER_CLASS_FIELDS), data=per_class_rows(metrics)),
+        "test/confusion_matrix": wandb.plot.confusion_matrix(
+            y_true=targets.tolist(), preds=preds.tolist(), class_names=list(class_names)
+        ),
+    }
+    for key, file in REPORT_PLOTS.items():
+        if (out_dir / file).is_file():
+            payload[f"test/plots/{key}"] = wandb.Image(str(out_dir / file))
+    scalars = {name: metrics[key] for key, name in REPORT_SCALARS.items() if metrics.get(key) is not None}
+    for logger in targets_loggers:
+        run = logger.experiment
+        run.log({**payload, **scalars})
+        run.summary.update(scalars)
+        # Files keep their place in the run directory (test/metrics.json, ...); offline runs upload on `wandb sync`.
+        for file in REPORT_FILES:
+            if (out_dir / file).is_file():
+                run.save(str(out_dir / file), base_path=str(out_dir.parent), policy="now")

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from bloodcls.commands.common import debug, fail, quiet_third_party_noise, user_errors
 from bloodcls.errors import MissingPathError, UserInputError
 
 PROG = "bloodcls export"
@@ -92,7 +92,7 @@ def load_classifier(ckpt_path: Path) -> Any:
 
 def export_onnx(model: nn.Module, output: Path, image_size: int, metadata: dict[str, str]) -> Path:
     """Write ``model`` (uint8 (B, 3, S, S) -> probabilities) to ``output`` as one self-contained ONNX file."""
-    import onnx  # noqa: F401  (a clear ImportError here names the missing extra, see export_main)
+    import onnx  # noqa: F401  (a clear ImportError here names the missing extra, see main)
 
     wrapper = ProbabilitiesModel(model).eval()
     # Batch 2, not 1: torch.export specialises dimensions of size 0/1, which would pin the batch.
@@ -197,11 +197,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
 def run_export(args: argparse.Namespace) -> dict[str, Any]:
     """Validate, export, optionally check; returns what is written to ``<output>.json``."""
     if args.format not in FORMATS:
@@ -251,26 +246,21 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
-def export_main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of ``bloodcls export``: bad input exits 2 with one line; a failed parity check exits 1."""
-    from bloodcls.cli import _find_user_error, _quiet_third_party_noise
-
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    _quiet_third_party_noise()
+    quiet_third_party_noise()
     try:
-        record = run_export(args)
+        with user_errors(PROG):
+            record = run_export(args)
     except ImportError as err:
-        if os.environ.get("BLOODCLS_DEBUG"):
+        if debug():
             raise
-        _fail(f"{err.name or err}: not installed; install the export extra: pip install 'bloodcls[export]'")
-    except Exception as err:
-        user_error = _find_user_error(err)
-        if user_error is None or os.environ.get("BLOODCLS_DEBUG"):
-            raise
-        _fail(str(user_error))
+        fail(PROG, f"{err.name or err}: not installed; install the export extra: pip install 'bloodcls[export]'")
     parity = record.get("parity")
     if parity is not None and not parity["passed"]:
-        _fail(
+        fail(
+            PROG,
             f"parity check failed: max |p_onnx - p_torch| = {parity['max_abs_diff']:.2e} > {parity['tolerance']:g}",
             code=1,
         )

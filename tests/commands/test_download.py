@@ -1,4 +1,4 @@
-"""Tests for bloodcls.data.download against a throwaway HTTP server on 127.0.0.1 (no internet needed)."""
+"""Tests for bloodcls.commands.download against a throwaway HTTP server on 127.0.0.1 (no internet needed)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bloodcls.data.download import DownloadError, download, download_file, download_main, safe_extract_zip
+from bloodcls.commands.download import DownloadError, download, download_file, safe_extract_zip
+from bloodcls.commands.download import main as download_main
 
 PAYLOAD = b"blood cells " * 1000
 

@@ -15,15 +15,10 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from bloodcls.distributed import gather_rows
+from bloodcls.callbacks.wandb import log_test_report
+from bloodcls.data.interface import evaluation_data
+from bloodcls.distributed import gather_rows, run_dir
 from bloodcls.evaluation.report import print_report, write_report
-from bloodcls.evaluation.wandb_report import log_test_report
-
-
-def run_dir(trainer: L.Trainer) -> Path:
-    """The directory a stage's outputs belong in: the logger's directory, else ``default_root_dir``.
-    Under DDP ``trainer.log_dir`` is a broadcast: call this on every rank, never on rank 0 alone."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def _class_names(trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
@@ -66,13 +61,13 @@ class TestReport(Callback):
         if gathered is None or not trainer.is_global_zero:
             return
         probs, labels, index = gathered["probs"].cpu(), gathered["label"].cpu(), gathered["index"].cpu()
-        datamodule = trainer.datamodule
+        data = evaluation_data(trainer)
         paths = None
         extra: dict[str, Any] = {"ckpt_path": trainer.ckpt_path}
-        if datamodule is not None and hasattr(datamodule, "sample_ids"):
-            ids = datamodule.sample_ids()
+        if data is not None:
+            ids = data.sample_ids()
             paths = [ids[i] for i in index.tolist()]
-            report = datamodule.data_report()
+            report = data.data_report()
             extra["data"] = {k: report[k] for k in ("source", "root", "n_listed", "n_usable", "image_size")}
             extra["data"]["n_skipped"] = len(report["skipped"])
             extra["data"]["n_duplicate_groups"] = len(report["duplicate_groups"])
@@ -113,8 +108,8 @@ class PredictionsCSV(BasePredictionWriter):
             return
         probs, index = gathered["probs"].cpu(), gathered["index"].cpu()
         names = _class_names(trainer, pl_module)
-        datamodule = trainer.datamodule
-        ids = datamodule.predict_paths() if datamodule is not None else [str(i) for i in range(int(index.max()) + 1)]
+        data = evaluation_data(trainer)
+        ids = data.predict_paths() if data is not None else [str(i) for i in range(int(index.max()) + 1)]
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as fh:
             writer = csv.writer(fh)
@@ -122,9 +117,7 @@ class PredictionsCSV(BasePredictionWriter):
             for row, p in zip(index.tolist(), probs, strict=True):  # gather_rows dropped DDP padding repeats
                 k = int(p.argmax())
                 writer.writerow([ids[row], names[k], f"{float(p[k]):.6f}", *[f"{float(v):.6f}" for v in p]])
-        skipped = (
-            datamodule.predict_skipped() if datamodule is not None and hasattr(datamodule, "predict_skipped") else []
-        )
+        skipped = data.predict_skipped() if data is not None else []
         if skipped:
             with path.with_name("predictions_skipped.csv").open("w", newline="") as fh:
                 writer = csv.writer(fh)

@@ -14,22 +14,18 @@ config): below that, nuclear shape and chromatin texture are only a few pixels a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import logging
-import os
 import sys
 import time
-from argparse import ArgumentError
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 from jsonargparse import ArgumentParser
 
 from bloodcls.baseline.classify import METHODS, Method, fit_baseline, predict_proba
 from bloodcls.baseline.features import FEATURE_NAMES, extract_many
+from bloodcls.commands.common import OneLineParser, fail, parse_fit_config, quiet_third_party_noise, user_errors
 from bloodcls.data import splits as S
 from bloodcls.data.datamodule import BloodCellDataModule
 from bloodcls.errors import UserInputError
@@ -42,21 +38,10 @@ MIN_FEATURE_SIZE = 64  # px; below this the shape and texture features lose thei
 _PLACEHOLDER_MODEL = "bloodcls.strategies.Supervised"
 # Options of this command; everything else on the command line goes to the config parser in its original order.
 _OWN_OPTIONS = ("--method", "--split_file", "--output", "--image_size", "--workers")
-_MAX_ERROR_CHARS = 300
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, no usage block, like the other bloodcls tools
-        _fail(message)
-
-
-def _fail(message: str) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         allow_abbrev=False,
         description=(
@@ -102,18 +87,6 @@ def _passthrough(argv: list[str]) -> list[str]:
     return out
 
 
-@contextlib.contextmanager
-def _quiet_seed_message() -> Iterator[None]:
-    """LightningCLI seeds everything and logs it; the baseline seeds scikit-learn explicitly and needs neither."""
-    logger = logging.getLogger("lightning.fabric.utilities.seed")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def build_datamodule(config_args: list[str]) -> tuple[BloodCellDataModule, int]:
     """The datamodule (and seed) that ``bloodcls fit <config_args>`` would build, without building its model.
 
@@ -121,32 +94,13 @@ def build_datamodule(config_args: list[str]) -> tuple[BloodCellDataModule, int]:
     they are parsed and validated by the very parser of ``bloodcls fit``; only the ``data`` section is
     instantiated.
     """
-    # Imported here, not at the top: bloodcls.cli dispatches `bloodcls baseline` to this module.
-    from bloodcls.cli import BloodCLI
-
-    class DataOnlyCLI(BloodCLI):
-        def init_parser(self, **kwargs: Any) -> Any:
-            kwargs["exit_on_error"] = False  # parse errors raise, and become one line below
-            kwargs["prog"] = PROG
-            return super().init_parser(**kwargs)
-
-        def instantiate_classes(self) -> None:
-            parser = ArgumentParser(exit_on_error=False)
-            parser.add_argument("--data", type=BloodCellDataModule)
-            cfg = parser.parse_object({"data": self.config["data"]})
-            instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in 4.49
-            self.datamodule = instantiate(cfg)["data"]
-
-    # LightningCLI warns when it is given args while sys.argv also has some (the `bloodcls baseline ...` line).
-    saved_argv = sys.argv
-    sys.argv = saved_argv[:1] or ["bloodcls"]
-    try:
-        with _quiet_seed_message():
-            cli = DataOnlyCLI(args=["--model", _PLACEHOLDER_MODEL, *config_args], run=False)
-    finally:
-        sys.argv = saved_argv
+    cli = parse_fit_config(["--model", _PLACEHOLDER_MODEL, *config_args], prog=PROG)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--data", type=BloodCellDataModule)
+    cfg = parser.parse_object({"data": cli.config["data"]})
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in 4.49
     seed = cli.config.get("seed_everything")
-    return cli.datamodule, seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    return instantiate(cfg)["data"], seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
 
 
 def _write_features_csv(
@@ -236,7 +190,7 @@ def run_baseline(
         "segmentation_fallbacks": fallbacks,
         "feature_seconds": round(seconds, 2),
     }
-    # The same data summary as the deep models' test report (bloodcls.evaluation.callbacks.TestReport).
+    # The same data summary as the deep models' test report (bloodcls.callbacks.reports.TestReport).
     report = dm.data_report()
     extra["data"] = {k: report[k] for k in ("source", "root", "n_listed", "n_usable", "image_size")}
     extra["data"] |= {
@@ -257,42 +211,23 @@ def run_baseline(
     return result
 
 
-def _one_line(message: str) -> str:
-    """jsonargparse explains a bad value over several indented lines; keep the lines that say what is wrong."""
-    noise = ("Subtypes:", "Given value type:", "Given value:", "Expected a <class 'NoneType'>")
-    lines = [line.strip(" -") for line in message.strip().splitlines()]
-    text = " ".join(line for line in lines if line and not line.startswith(noise))
-    # jsonargparse quotes the offending value whole (e.g. a non-YAML file given as --config): keep the gist.
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
-
-
-def baseline_main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of ``bloodcls baseline``; bad input exits 2 with one ``bloodcls baseline: error:`` line."""
-    from bloodcls.cli import _find_user_error, _quiet_third_party_noise  # see build_datamodule
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args, _ = _parser().parse_known_args(argv)
     if not args.config:
-        _fail("--config FILE.yaml is required (the same config files as bloodcls fit)")
+        fail(PROG, "--config FILE.yaml is required (the same config files as bloodcls fit)")
     if args.image_size is not None and args.image_size < 8:
-        _fail(
-            f"--image_size {args.image_size}: expected at least 8 px ({MIN_FEATURE_SIZE} or more for useful features)"
+        fail(
+            PROG,
+            f"--image_size {args.image_size}: expected at least 8 px ({MIN_FEATURE_SIZE} or more for useful features)",
         )
     if args.workers is not None and args.workers < 1:
-        _fail(f"--workers {args.workers}: expected at least 1")
-    _quiet_third_party_noise()
-    try:
+        fail(PROG, f"--workers {args.workers}: expected at least 1")
+    quiet_third_party_noise()
+    with user_errors(PROG):
         run_baseline(_passthrough(argv), args.method, args.output, args.split_file, args.image_size, args.workers)
-    except Exception as err:
-        if os.environ.get("BLOODCLS_DEBUG"):
-            raise
-        user_error = _find_user_error(err)
-        if user_error is not None:
-            _fail(str(user_error))
-        if isinstance(err, ArgumentError):
-            _fail(_one_line(str(err)))
-        raise
 
 
 if __name__ == "__main__":
-    baseline_main()
+    main()

@@ -12,8 +12,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from bloodcls.commands.common import OneLineParser, fail, user_errors
 from bloodcls.errors import UserInputError
 from bloodcls.tuning.config import (
     absolute_paths,
@@ -29,18 +30,8 @@ from bloodcls.tuning.sweep import SEARCHES, Sweep, load_sweep, normalise_key, pi
 PROG = "bloodcls tune"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, no usage block, like the other bloodcls tools
-        _fail(message)
-
-
-def _fail(message: str, status: int = 2) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         allow_abbrev=False,
         description=(
@@ -113,7 +104,7 @@ def _finish(rows: list[TrialRow], sweep: Sweep, out: Path, base: Path) -> None:
     if best is None:
         errors = [r for r in rows if r.error]
         first = f"; first error, {errors[0].run_dir}/trial.log: {errors[0].error}" if errors else ""
-        _fail(f"no trial reported {sweep.metric}{first}", status=1)
+        fail(PROG, f"no trial reported {sweep.metric}{first}", code=1)
     plots = plot_sweep(rows, sweep.space, sweep.metric, out / "plots")
     print(f"plots: {', '.join(str(p) for p in plots)}")
     config = resolve_config(["--config", str(base), *overrides(sweep.fixed), *overrides(best.params)])
@@ -127,10 +118,10 @@ def _finish(rows: list[TrialRow], sweep: Sweep, out: Path, base: Path) -> None:
     print(f"best config: {best_path}  (bloodcls fit --config {best_path})")
 
 
-def tune_main(argv: list[str]) -> None:
+def main(argv: list[str]) -> None:
     """Entry point of ``bloodcls tune`` (dispatched from bloodcls.cli)."""
     args, extra = _parser().parse_known_args(argv)
-    try:
+    with user_errors(PROG):
         sweep, out, base, resolved = _prepare(args, extra)
         from bloodcls.tuning.runner import run_trials, start_ray
         from bloodcls.tuning.trial import TrialPlan
@@ -152,7 +143,3 @@ def tune_main(argv: list[str]) -> None:
 
             ray.shutdown()
         _finish(rows, sweep, out, base)
-    except UserInputError as err:
-        if os.environ.get("BLOODCLS_DEBUG"):
-            raise
-        _fail(str(err))
