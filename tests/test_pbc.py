@@ -9,11 +9,11 @@ import lightning as L
 import numpy as np
 import pytest
 
+from bloodcls.callbacks.reports import TestReport
 from bloodcls.data import BloodCellDataModule
 from bloodcls.data.cache import hash_files
 from bloodcls.data.sources import list_image_folder
 from bloodcls.data.splits import deduplicate
-from bloodcls.callbacks.reports import TestReport
 from bloodcls.strategies import Supervised
 
 # Real data: hashing ~17,000 images and a fit on a PBC subset take far longer than the fast tier allows.

@@ -64,9 +64,7 @@ def test_every_config_parses_and_composes(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_data_num_classes_is_linked_to_the_model() -> None:
-    cli = BloodCLI(
-        args=["--config", str(REPO / "configs/quickstart.yaml"), "--data.source.per_class", "4"], run=False
-    )
+    cli = BloodCLI(args=["--config", str(REPO / "configs/quickstart.yaml"), "--data.source.per_class", "4"], run=False)
     assert cli.model.num_classes == cli.datamodule.num_classes == 5
     assert cli.model.class_names == cli.datamodule.class_names
 
