@@ -74,7 +74,7 @@ def test_ckpt_path_last_finds_last_ckpt_and_keeps_the_best(tmp_path: Path) -> No
 
 
 def test_cli_keys_configure_both_callbacks(tmp_path: Path) -> None:
-    args = ["--config", str(REPO / "configs/quickstart.yaml"), "--data.init_args.synthetic_per_class", "4"]
+    args = ["--config", str(REPO / "configs/quickstart.yaml"), "--data.source.per_class", "4"]
     args += ["--checkpoint.dirpath", str(tmp_path), "--checkpoint.monitor", "val/macro_f1"]
     args += ["--trainer.logger", "false"]
     cli = BloodCLI(args=args, run=False)
@@ -87,7 +87,7 @@ def test_cli_keys_configure_both_callbacks(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("save_last", ["true", "false"])
 def test_old_configs_with_save_last_write_no_second_last_file(save_last: str) -> None:
-    args = ["--config", str(REPO / "configs/quickstart.yaml"), "--data.init_args.synthetic_per_class", "4"]
+    args = ["--config", str(REPO / "configs/quickstart.yaml"), "--data.source.per_class", "4"]
     cli = BloodCLI(args=[*args, "--checkpoint.save_last", save_last, "--trainer.logger", "false"], run=False)
     best = next(c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint))
     assert not best.save_last
