@@ -8,7 +8,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from bloodcls.data import splits as S
-from bloodcls.data.cache import CacheMode, decode_files, hash_arrays, resize_arrays
+from bloodcls.data.cache import CacheMode, DecodedImages, decode_files, hash_arrays, resize_arrays
 from bloodcls.data.sources import SourceListing, list_predict_folder
 from bloodcls.errors import UserInputError
 
@@ -49,6 +49,17 @@ class FolderImages:
     skipped: list[tuple[str, str]]
 
 
+def _decode_files(ids: list[str], settings: DecodeSettings) -> DecodedImages:
+    return decode_files(
+        ids,
+        settings.image_size,
+        mode=settings.cache,
+        cache_dir=settings.cache_dir,
+        max_pixels=settings.max_image_pixels,
+        workers=settings.decode_workers,
+    )
+
+
 def _decode(
     listing: SourceListing, settings: DecodeSettings
 ) -> tuple[np.ndarray, list[str], dict[int, str], str | None]:
@@ -56,14 +67,7 @@ def _decode(
         hashes = hash_arrays(listing.arrays)
         images = resize_arrays(listing.arrays, settings.image_size, settings.decode_workers)
         return images, hashes, {}, None
-    decoded = decode_files(
-        listing.ids,
-        settings.image_size,
-        mode=settings.cache,
-        cache_dir=settings.cache_dir,
-        max_pixels=settings.max_image_pixels,
-        workers=settings.decode_workers,
-    )
+    decoded = _decode_files(listing.ids, settings)
     cache_file = str(decoded.cache_file) if decoded.cache_file else None
     return decoded.images, decoded.hashes, decoded.errors, cache_file
 
@@ -99,14 +103,7 @@ def load_listing(listing: SourceListing, settings: DecodeSettings) -> LoadedData
 def load_folder(root: str, settings: DecodeSettings, key: str, listed_in: str) -> FolderImages:
     """Decode every image under ``root`` (no labels); bad files are skipped with a warning."""
     listing = list_predict_folder(root, key=key)
-    decoded = decode_files(
-        listing.ids,
-        settings.image_size,
-        mode=settings.cache,
-        cache_dir=settings.cache_dir,
-        max_pixels=settings.max_image_pixels,
-        workers=settings.decode_workers,
-    )
+    decoded = _decode_files(listing.ids, settings)
     skipped = [(listing.ids[i], reason) for i, reason in sorted(decoded.errors.items())]
     warn_skipped(skipped, listed_in)
     return FolderImages(listing, decoded.images, np.flatnonzero(decoded.ok), skipped)
