@@ -148,7 +148,10 @@ def test_command_writes_the_deep_models_report(tmp_path: Path, capsys: pytest.Ca
         (["--method", "knn"], "invalid choice: 'knn'"),
         ([], "--config FILE.yaml is required"),
         (["--data.init_args.no_such_key", "1"], "no_such_key"),
-        (["--data.init_args.root", "/no/such/dir", "--data.init_args.source", "bloodcls.data.FolderSource"], "/no/such/dir"),
+        (
+            ["--data.init_args.root", "/no/such/dir", "--data.init_args.source", "bloodcls.data.FolderSource"],
+            "/no/such/dir",
+        ),
     ],
     ids=["method", "no-config", "unknown-key", "missing-root"],
 )

@@ -60,7 +60,15 @@ def test_two_trial_sweep_on_cpu(image_folder: Path, tmp_path: Path, monkeypatch:
     result = run_cli(
         "tune",
         *("--config", QUICKSTART, "--config", PSEUDO_LABEL, "--sweep", str(sweep), "--search", "optuna"),
-        *("--output", "sweep_out", "--data.init_args.root", str(root), "--data.init_args.source", "bloodcls.data.FolderSource", *FAST),
+        *(
+            "--output",
+            "sweep_out",
+            "--data.init_args.root",
+            str(root),
+            "--data.init_args.source",
+            "bloodcls.data.FolderSource",
+            *FAST,
+        ),
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr[-4000:]
