@@ -46,7 +46,8 @@ class BloodArgumentParser(LightningArgumentParser):
         **kwargs: Any,
     ) -> Namespace:
         shown = os.fspath(path)
-        outer, self._config_file = getattr(self, "_config_file", None), shown  # named by error() for YAML errors
+        outer: str | None = getattr(self, "_config_file", None)
+        self._config_file: str | None = shown  # named by error() in a YAML syntax error
         try:
             cfg = super().parse_path(path, ext_vars=ext_vars, env=env, defaults=defaults, **kwargs)
         finally:

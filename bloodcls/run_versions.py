@@ -70,6 +70,8 @@ def check_run_dir(config: Any, overwrite: bool) -> None:
     directory = explicit_run_dir(config)
     if directory is None or not directory.is_dir() or not holds_a_run(directory):
         return
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 or any(directory.glob("hpc_ckpt_*.ckpt")):
+        return  # a requeued Slurm job: the same run again, which Lightning resumes from its hpc checkpoint
     ckpt_path = config.get("ckpt_path")
     if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
         if Path(ckpt_path).resolve().is_relative_to(directory.resolve()):

@@ -53,7 +53,7 @@ def one_line_argparse_errors() -> Iterator[None]:
     """Tools built on plain ``argparse.ArgumentParser`` print their usage block before an error; while a tool runs,
     every argparse parser errs as ``OneLineParser`` does (jsonargparse's parsers override ``error`` themselves)."""
     original = argparse.ArgumentParser.error
-    argparse.ArgumentParser.error = OneLineParser.error  # type: ignore[method-assign]
+    argparse.ArgumentParser.error = OneLineParser.error  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
@@ -110,9 +110,11 @@ def quiet_third_party_noise() -> None:
         # inside one it is a real hint (a job step started without srun), so it stays there.
         warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
-        # bloodcls brings its own (compact) model summary; Lightning says so on every run
-        and "Skipping setting a default `ModelSummary`" not in record.getMessage()
+        lambda record: (
+            "litlogger" not in record.getMessage()
+            # bloodcls brings its own (compact) model summary; Lightning says so on every run
+            and "Skipping setting a default `ModelSummary`" not in record.getMessage()
+        )
     )
 
 

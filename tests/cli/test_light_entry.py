@@ -21,8 +21,10 @@ print("HEAVY", heavy)
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["download", "--help"], ["summarize", "--help"]])
 def test_help_and_version_import_nothing_heavy(args: list[str]) -> None:
-    code = CHECK.format(args=args).replace("    main(", "    try:\n        main(").replace(
-        "\nheavy", "\n    except SystemExit as exc:\n        assert exc.code in (0, None)\nheavy"
+    code = (
+        CHECK.format(args=args)
+        .replace("    main(", "    try:\n        main(")
+        .replace("\nheavy", "\n    except SystemExit as exc:\n        assert exc.code in (0, None)\nheavy")
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -46,7 +46,8 @@ def _config(tmp_path: Path, ckpt_path: str | None = None) -> object:
     return config
 
 
-def test_explicit_version_with_another_run_is_refused(tmp_path: Path) -> None:
+def test_explicit_version_with_another_run_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     run = _run(tmp_path, "config.yaml")
     check_run_dir(_config(tmp_path), overwrite=False)  # nothing kept there yet: fine
     (run / "checkpoints" / "best.ckpt").write_text("x")
@@ -56,5 +57,8 @@ def test_explicit_version_with_another_run_is_refused(tmp_path: Path) -> None:
     check_run_dir(_config(tmp_path, "last"), overwrite=False)
     with pytest.raises(UserInputError):  # a checkpoint of another folder does not resume this one
         check_run_dir(_config(tmp_path, str(tmp_path / "other.ckpt")), overwrite=False)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # a requeued Slurm job goes on in its own folder
+    check_run_dir(_config(tmp_path), overwrite=False)
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
     check_run_dir(_config(tmp_path), overwrite=True)
     assert not run.exists()  # replaced: the new run starts in an empty folder
