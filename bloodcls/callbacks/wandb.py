@@ -120,6 +120,9 @@ class WandbLogger(LightningWandbLogger):
             id=id or version,
             **{k: v for k, v in init.items() if v is not None},
         )
+        # Lightning always passes anonymous= (None here); wandb warns that the setting "has no effect" on every run.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
 
 def wandb_loggers(loggers: Iterable[Logger]) -> list[LightningWandbLogger]:
