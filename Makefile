@@ -22,7 +22,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 ## demo: train on the embedded synthetic dataset, evaluate the best checkpoint, predict a folder
 demo: $(VENV)/.installed
-	$(BIN)/bloodcls fit --config configs/quickstart.yaml --trainer.logger.init_args.version demo
+	$(BIN)/bloodcls fit --config configs/quickstart.yaml --trainer.logger.init_args.version demo --overwrite_run true
 	$(BIN)/bloodcls test --ckpt_path $(RUN)/checkpoints/best.ckpt
 	$(BIN)/python -c "from bloodcls.data.synthetic import write_image_folder; write_image_folder('$(RUN)/demo_images', 4, 96, seed=123)"
 	$(BIN)/bloodcls predict --ckpt_path $(RUN)/checkpoints/best.ckpt --data.predict_root $(RUN)/demo_images

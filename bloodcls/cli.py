@@ -2,50 +2,38 @@
 
 from __future__ import annotations
 
-import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import lazy_instance
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from bloodcls.callbacks.checkpointing import BEST_KEY, add_checkpoint_arguments
+from bloodcls.callbacks.console import CompactModelSummary, CompactProgressBar
+from bloodcls.callbacks.finite_loss import FINITE_LOSS_KEY, FiniteLoss, add_finite_loss_argument
 from bloodcls.callbacks.reports import PredictionsCSV, TestReport
 from bloodcls.callbacks.run_files import RunFiles
 from bloodcls.callbacks.wandb import SaveConfigToLoggers, fill_wandb_defaults, logger_specs
 from bloodcls.commands.common import quiet_third_party_noise, user_errors
+from bloodcls.config_paths import resolve_config_paths
+from bloodcls.console import ignore_sigusr1_outside_slurm, quiet_console
 from bloodcls.data.datamodule import DEFAULT_IMAGE_SIZE, BloodCellDataModule
+from bloodcls.entry import TOOL_COMMANDS, TRAINER_COMMANDS, run_tool
+from bloodcls.entry import main as entry_main
 from bloodcls.errors import UserInputError
 from bloodcls.models import pretrained_input_size
+from bloodcls.parser import BloodArgumentParser
+from bloodcls.run_versions import OVERWRITE_KEY, add_overwrite_argument, check_run_dir, remove_if_left_empty
 from bloodcls.strategies.base import Classifier
+from bloodcls.threads import apply_thread_count
 
-TRAINER_COMMANDS: dict[str, str] = {
-    "fit": "train a model (writes checkpoints, split.csv and logs into the run directory)",
-    "validate": "evaluate a checkpoint on the validation split",
-    "test": "evaluate a checkpoint on the held-out test split and write the report",
-    "predict": "classify a folder of images and write predictions.csv",
-}
-
-
-# Tool commands: bloodcls.commands.<name>.main(argv), imported only when run, so ``bloodcls fit`` never pays for Ray,
-# ONNX or scikit-image.
-TOOL_COMMANDS: dict[str, str] = {
-    "download": "fetch a dataset (bloodmnist) or a checksummed zip URL into a folder",
-    "baseline": "classical baseline: segmentation + hand-crafted features + SVM / random forest",
-    "tune": "Ray Tune sweep over any config key (--config base.yaml --sweep sweep.yaml)",
-    "export": "export a checkpoint to ONNX (with an ONNX Runtime parity check)",
-    "summarize": "mean +- std of test metrics over runs (k-fold folds, seeds)",
-}
-
-
-def run_tool(command: str, argv: list[str]) -> None:
-    """Run the tool command ``command`` (a key of ``TOOL_COMMANDS``) on ``argv``."""
-    importlib.import_module(f"bloodcls.commands.{command}").main(argv)
+__all__ = ["TOOL_COMMANDS", "TRAINER_COMMANDS", "BloodCLI", "main", "run_tool"]
 
 
 class BloodCLI(LightningCLI):
@@ -56,6 +44,7 @@ class BloodCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
             model_class=Classifier,
+            parser_class=BloodArgumentParser,
             datamodule_class=BloodCellDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
@@ -65,7 +54,7 @@ class BloodCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
                 "logger": lazy_instance(CSVLogger, save_dir="runs", name="bloodcls"),
-                "callbacks": [lazy_instance(RichProgressBar)],
+                "callbacks": [lazy_instance(CompactProgressBar)],
             },
             parser_kwargs={"description": "bloodcls: blood-cell classifiers from few labels"},
             args=args,
@@ -78,6 +67,27 @@ class BloodCLI(LightningCLI):
         add_checkpoint_arguments(parser)
         parser.add_lightning_class_args(TestReport, "report")
         parser.add_lightning_class_args(PredictionsCSV, "predictions")
+        add_finite_loss_argument(parser)
+        add_overwrite_argument(parser)
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("validate", "test"):
+            # One results table per run: the test report's (bloodcls), not also Lightning's raw one.
+            parser.set_defaults({"verbose": False})
+        return parser
+
+    def instantiate_classes(self) -> None:
+        apply_thread_count(self._get(self.config, "data") or {})
+        super().instantiate_classes()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            # A run that failed before it had anything to keep leaves no version_N folder behind.
+            remove_if_left_empty(getattr(self, "trainer", None))
+            raise
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         # The rich progress bar is a default, not a requirement: drop it when the user turns progress bars off
@@ -87,7 +97,14 @@ class BloodCLI(LightningCLI):
         if config.get("enable_progress_bar") is False or own_bar:
             self.trainer_defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
         # split.csv / data_report.json of every fit run; not a config key: there is nothing to configure.
-        return super()._instantiate_trainer(config, [*callbacks, RunFiles()])
+        extra: list[Callback] = [RunFiles()]
+        if self.subcommand == "fit" and self._get(self.config, FINITE_LOSS_KEY, default=True):
+            extra.append(FiniteLoss())
+        if config.get("enable_model_summary") is not False and not any(
+            isinstance(c, ModelSummary) for c in [*callbacks, *user_callbacks]
+        ):
+            extra.append(CompactModelSummary())
+        return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -103,7 +120,12 @@ class BloodCLI(LightningCLI):
             # second, stale last(-v1).ckpt beside last_checkpoint's.
             checkpoint.save_last = None
         _resolve_image_size(config)
+        # Paths from the command line are relative to the cwd (config files' were resolved against their folder):
+        # absolute from here on, so the run's saved config.yaml works from any directory.
+        resolve_config_paths(config, os.getcwd())
         fill_wandb_defaults(config, self.subcommand)
+        if self.subcommand == "fit":
+            check_run_dir(config, overwrite=bool(config.get(OVERWRITE_KEY)))
         if self.subcommand in ("validate", "test", "predict"):
             self._log_next_to_checkpoint(config)
 
@@ -141,25 +163,6 @@ def _resolve_image_size(config: Any) -> None:
         )
 
 
-def _print_overview() -> None:
-    width = max(len(n) for n in [*TRAINER_COMMANDS, *TOOL_COMMANDS]) + 2
-    lines = [
-        "usage: bloodcls <command> [options]",
-        "",
-        "bloodcls: blood-cell classifiers from few labels (PyTorch Lightning).",
-        "",
-        "training commands (LightningCLI; --config file.yaml, repeatable, --print_config, --key value):",
-        *[f"  {name:<{width}}{text}" for name, text in TRAINER_COMMANDS.items()],
-        "",
-        "tools:",
-        *[f"  {name:<{width}}{text}" for name, text in TOOL_COMMANDS.items()],
-        "",
-        "Run `bloodcls <command> --help` for a command's options.",
-        "Example: bloodcls fit --config configs/quickstart.yaml",
-    ]
-    print("\n".join(lines))
-
-
 def _config_from_checkpoint(args: list[str]) -> list[str]:
     """``bloodcls test --ckpt_path RUN/checkpoints/best.ckpt`` without ``--config`` reuses RUN/config.yaml."""
     if any(a == "--config" or a.startswith("--config=") or a in ("-h", "--help") for a in args):
@@ -180,27 +183,18 @@ def _config_from_checkpoint(args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point; returns None so the process exit status is 0 on success."""
+    """The trainer commands (the console script is ``bloodcls.entry.main``, which hands them here); returns None
+    so the process exit status is 0 on success."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
-        _print_overview()
-        return
-    if args[0] in ("-V", "--version"):
-        from importlib.metadata import version
-
-        print(f"bloodcls {version('bloodcls')}")
+    if not args or args[0] not in TRAINER_COMMANDS:
+        entry_main(args)  # overview, --version, tools, unknown commands: bloodcls.entry, which imports no torch
         return
     command, rest = args[0], args[1:]
-    if command in TOOL_COMMANDS:
-        run_tool(command, rest)
-        return
-    if command not in TRAINER_COMMANDS:
-        known = ", ".join([*TRAINER_COMMANDS, *TOOL_COMMANDS])
-        print(f"bloodcls: error: unknown command '{command}' (expected one of: {known})", file=sys.stderr)
-        raise SystemExit(2)
     if command in ("validate", "test", "predict"):
         rest = _config_from_checkpoint(rest)
     quiet_third_party_noise()
+    quiet_console()
+    ignore_sigusr1_outside_slurm()
     # LightningCLI reads sys.argv (passing args as well makes it warn), so hand it the rewritten command line --
     # and put the caller's back afterwards: main([...]) is also called in-process (tests, Ray Tune trials).
     saved_argv = sys.argv

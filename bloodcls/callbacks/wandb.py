@@ -83,6 +83,9 @@ class WandbLogger(LightningWandbLogger):
         offline: ``None`` = offline when ``WANDB_MODE`` says so or no API key is configured.
         log_model: upload checkpoints as artifacts (``True`` at the end, ``all`` as they are written; needs online).
         id: resume a run with this id.
+        version: with a CSVLogger beside it (bloodcls's configs), the run folder's version: ``bloodcls fit`` moves
+            it to the CSV logger, so ``--trainer.logger.init_args.version X`` names the run folder whichever
+            logger the override lands on; alone, the W&B run id (as Lightning's ``version``).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class WandbLogger(LightningWandbLogger):
         offline: bool | None = None,
         log_model: bool | Literal["all"] = False,
         id: str | None = None,
+        version: str | None = None,
     ) -> None:
         resolved = resolve_offline(offline, os.environ)
         if resolved and log_model:
@@ -113,9 +117,12 @@ class WandbLogger(LightningWandbLogger):
             offline=resolved,
             project=project,
             log_model=log_model,
-            id=id,
+            id=id or version,
             **{k: v for k, v in init.items() if v is not None},
         )
+        # Lightning always passes anonymous= (None here); wandb warns that the setting "has no effect" on every run.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
 
 def wandb_loggers(loggers: Iterable[Logger]) -> list[LightningWandbLogger]:
@@ -162,9 +169,23 @@ def default_tags(config: Any) -> list[str]:
     return tags + ([str(backbone)] if backbone else [])
 
 
+def route_run_version(config: Any) -> None:
+    """A ``version`` that landed on a W&B logger (``--trainer.logger.init_args.version`` reaches the last logger of a
+    list, the W&B one once configs/loggers/wandb.yaml is composed) names the run folder: it moves to the CSV logger."""
+    specs = logger_specs(config)
+    csv = [s for s in specs if "CSVLogger" in str(s.get("class_path")) and s.get("init_args") is not None]
+    for spec in specs:
+        args = spec.get("init_args")
+        if not is_wandb_spec(spec) or args is None or args.get("version") in (None, "") or not csv:
+            continue
+        csv[0].init_args.version = args.version
+        args.version = None
+
+
 def fill_wandb_defaults(config: Any, subcommand: str | None) -> None:
     """Fill unset name / group / job_type / tags of every W&B logger in ``config`` (in place, before
     instantiation, so the saved config.yaml carries them and ``bloodcls test`` on the run finds them)."""
+    route_run_version(config)
     job = subcommand or "fit"
     for spec in logger_specs(config):
         args = spec.get("init_args")
@@ -184,6 +205,23 @@ def fill_wandb_defaults(config: Any, subcommand: str | None) -> None:
 
 
 # ---------------------------------------------------------------------- config and run files on W&B
+def save_quietly(run: Any, path: Path, base_path: Path, policy: Literal["now", "end"]) -> None:
+    """``run.save`` without wandb's "Symlinked 1 file into the W&B run directory" line, printed for every file."""
+    import wandb
+
+    termwarn = wandb.termwarn
+
+    def quiet(string: str, *args: Any, **kwargs: Any) -> None:
+        if "into the W&B run directory" not in string:
+            termwarn(string, *args, **kwargs)
+
+    wandb.termwarn = quiet
+    try:
+        run.save(str(path), base_path=str(base_path), policy=policy)
+    finally:
+        wandb.termwarn = termwarn
+
+
 class SaveConfigToLoggers(SaveConfigCallback):
     """Lightning's config.yaml next to the run, plus -- with a W&B logger -- the resolved config in the W&B run's
     config (under ``config``) and the run's files in its Files tab."""
@@ -219,7 +257,7 @@ class SaveConfigToLoggers(SaveConfigCallback):
             for name in names:
                 path = directory / name
                 if path.is_file():
-                    logger.experiment.save(str(path), base_path=str(directory), policy=policy)
+                    save_quietly(logger.experiment, path, directory, policy)
 
 
 # ---------------------------------------------------------------------- the test report on W&B
@@ -259,4 +297,4 @@ def log_test_report(
         # Files keep their place in the run directory (test/metrics.json, ...); offline runs upload on `wandb sync`.
         for file in REPORT_FILES:
             if (out_dir / file).is_file():
-                run.save(str(out_dir / file), base_path=str(out_dir.parent), policy="now")
+                save_quietly(run, out_dir / file, out_dir.parent, "now")

@@ -48,6 +48,18 @@ class OneLineParser(argparse.ArgumentParser):
         fail(self.prog, message)
 
 
+@contextlib.contextmanager
+def one_line_argparse_errors() -> Iterator[None]:
+    """Tools built on plain ``argparse.ArgumentParser`` print their usage block before an error; while a tool runs,
+    every argparse parser errs as ``OneLineParser`` does (jsonargparse's parsers override ``error`` themselves)."""
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = OneLineParser.error  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original  # type: ignore[method-assign]
+
+
 def find_user_error(err: BaseException) -> UserInputError | None:
     """The UserInputError behind ``err``, also when jsonargparse re-raised it while instantiating a class."""
     seen: set[int] = set()
@@ -98,7 +110,11 @@ def quiet_third_party_noise() -> None:
         # inside one it is a real hint (a job step started without srun), so it stays there.
         warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
+        lambda record: (
+            "litlogger" not in record.getMessage()
+            # bloodcls brings its own (compact) model summary; Lightning says so on every run
+            and "Skipping setting a default `ModelSummary`" not in record.getMessage()
+        )
     )
 
 
