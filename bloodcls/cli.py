@@ -10,7 +10,7 @@ from typing import Any
 from jsonargparse import lazy_instance
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -71,6 +71,20 @@ class BloodCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        # Every checkpoint named is checked and safe-loaded (weights_only) before Lightning reads it.
+        from bloodcls.checkpoints import check_checkpoint_argv, check_checkpoint_config
+
+        check_checkpoint_argv(sys.argv[1:] if args is None else args if isinstance(args, list) else [])
+        super().parse_arguments(parser, args)
+        check_checkpoint_config(self.config)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        from bloodcls.checkpoints import check_checkpoint_fits
+
+        check_checkpoint_fits(self.subcommand, self.config, self.model, self.trainer)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")

@@ -4,7 +4,7 @@
 One ``ModelCheckpoint`` with ``save_last=True`` cannot do both: Lightning 2.6 rewrites ``last.ckpt`` only in a step
 where a top-k checkpoint was saved too, so with a ``monitor`` it is silently the *best* epoch. A second callback
 without a monitor saves every epoch instead; ``fit --ckpt_path last`` finds its ``last.ckpt`` (Lightning looks for
-``last*.ckpt`` in every ModelCheckpoint's directory).
+``last*.ckpt`` in every ModelCheckpoint's directory). ``best.ckpt`` holds no optimizer state; ``last.ckpt`` does.
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser
 
 BEST_KEY, LAST_KEY = "checkpoint", "last_checkpoint"  # the CLI keys: --checkpoint.monitor, --last_checkpoint.*
-BEST_DEFAULTS: dict[str, Any] = {"monitor": "val/balanced_acc", "mode": "max", "filename": "best", "save_top_k": 1}
+# best.ckpt is for evaluating and exporting: weights, hyperparameters and the datamodule's state (split, class names)
+# but no optimizer state, a third of the size with Adam (--checkpoint.save_weights_only false keeps it). Resuming
+# uses last.ckpt, which keeps everything.
+BEST_DEFAULTS: dict[str, Any] = {
+    "monitor": "val/balanced_acc",
+    "mode": "max",
+    "filename": "best",
+    "save_top_k": 1,
+    "save_weights_only": True,
+}
 # No monitor + save_top_k=1: saved every epoch over the same file; no version counter, so an earlier attempt's
 # last.ckpt in the same directory (a resumed or requeued run) is overwritten, never shadowed by last-v1.ckpt.
 LAST_DEFAULTS: dict[str, Any] = {"monitor": None, "filename": "last", "save_top_k": 1, "enable_version_counter": False}
