@@ -10,7 +10,7 @@ from typing import Any
 from jsonargparse import lazy_instance
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -72,7 +72,7 @@ class BloodCLI(LightningCLI):
             run=run,
         )
 
-    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # Every checkpoint named is checked and safe-loaded (weights_only) before Lightning reads it.
         from bloodcls.checkpoints import check_checkpoint_argv, check_checkpoint_config
 
