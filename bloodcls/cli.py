@@ -61,6 +61,20 @@ class BloodCLI(LightningCLI):
             run=run,
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # Every checkpoint named is checked and safe-loaded (weights_only) before Lightning reads it.
+        from bloodcls.checkpoints import check_checkpoint_argv, check_checkpoint_config
+
+        check_checkpoint_argv(sys.argv[1:] if args is None else args if isinstance(args, list) else [])
+        super().parse_arguments(parser, args)
+        check_checkpoint_config(self.config)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        from bloodcls.checkpoints import check_checkpoint_fits
+
+        check_checkpoint_fits(self.subcommand, self.config, self.model, self.trainer)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")

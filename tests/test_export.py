@@ -100,7 +100,7 @@ def test_onnx_runtime_equals_torch_on_a_batch(tiny_run: Path, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--ckpt_path", "/does/not/exist.ckpt"], "--ckpt_path /does/not/exist.ckpt does not exist"),
+        (["--ckpt_path", "/does/not/exist.ckpt"], "--ckpt_path: checkpoint /does/not/exist.ckpt does not exist"),
         (["--ckpt_path", "any.ckpt", "--format", "tflite"], "--format tflite: unsupported (supported: onnx)"),
         (["--not_a_checkpoint"], "not a readable checkpoint"),
     ],

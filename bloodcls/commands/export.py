@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from bloodcls.checkpoints import load_checkpoint
 from bloodcls.commands.common import debug, fail, quiet_third_party_noise, user_errors
-from bloodcls.errors import MissingPathError, UserInputError
+from bloodcls.errors import UserInputError
 
 PROG = "bloodcls export"
 FORMATS = ("onnx",)
@@ -69,12 +70,10 @@ def default_output(ckpt_path: Path) -> Path:
 
 
 def read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
-    """The checkpoint's contents, or a one-line error when the file is not a bloodcls (Lightning) checkpoint."""
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise UserInputError(f"--ckpt_path {ckpt_path}: not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+    """The checkpoint's contents (loaded with ``weights_only=True``: never runs code from the file), or a one-line
+    error when the file is missing, unsafe, or not a bloodcls (Lightning) checkpoint."""
+    checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
+    if "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise UserInputError(f"--ckpt_path {ckpt_path}: not a bloodcls (Lightning) checkpoint")
     if not isinstance(checkpoint.get("datamodule_hyper_parameters", {}).get("image_size"), int):
         raise UserInputError(f"--ckpt_path {ckpt_path}: the checkpoint does not record data.image_size")
@@ -87,7 +86,9 @@ def load_classifier(ckpt_path: Path) -> Any:
     import bloodcls.strategies  # noqa: F401  (imports every strategy so the checkpoint's class path resolves)
     from bloodcls.strategies.base import Classifier
 
-    return Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", compile=False, tiny_map_matmul=False).eval()
+    return Classifier.load_from_checkpoint(
+        ckpt_path, map_location="cpu", weights_only=True, compile=False, tiny_map_matmul=False
+    ).eval()
 
 
 def export_onnx(model: nn.Module, output: Path, image_size: int, metadata: dict[str, str]) -> Path:
@@ -140,7 +141,7 @@ def parity_check(
     overrides: dict[str, Any] = {"num_workers": 0, "eval_batch_size": batch_size}
     if data_root is not None:
         overrides["root"] = data_root
-    datamodule = BloodCellDataModule.load_from_checkpoint(ckpt_path, **overrides)
+    datamodule = BloodCellDataModule.load_from_checkpoint(ckpt_path, weights_only=True, **overrides)
     datamodule.setup("test")
     session = _ort_session(onnx_path, threads)
     wrapper = ProbabilitiesModel(model).eval()
@@ -202,8 +203,6 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
     if args.format not in FORMATS:
         raise UserInputError(f"--format {args.format}: unsupported (supported: {', '.join(FORMATS)})")
     ckpt_path = Path(args.ckpt_path)
-    if not ckpt_path.is_file():
-        raise MissingPathError(f"--ckpt_path {ckpt_path} does not exist")
     if args.batch_size < 1:
         raise UserInputError(f"--batch_size {args.batch_size}: expected at least 1")
     threads = args.threads or torch.get_num_threads()

@@ -4,6 +4,7 @@ clear errors for unknown names and an offline-friendly ``pretrained`` path (loca
 from __future__ import annotations
 
 import difflib
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,11 @@ import timm
 from torch import nn
 
 import bloodcls.models.zoo  # noqa: F401  (imports every bloodcls network, registering it into timm)
+from bloodcls.checkpoints import load_checkpoint
 from bloodcls.errors import MissingPathError, UserInputError
+
+# Weights formats that are not pickles (nothing to unpickle): safetensors, numpy archives.
+NON_PICKLE_SUFFIXES = (".safetensors", ".npz")
 
 
 def available_backbones(pattern: str = "*") -> list[str]:
@@ -44,6 +49,9 @@ def _weights_overlay(weights: str) -> dict[str, Any]:
     path = Path(weights).expanduser()
     if not path.is_file():
         raise MissingPathError(f"model.pretrained_weights: {path} does not exist")
+    if path.suffix not in NON_PICKLE_SUFFIXES:
+        # timm loads it with weights_only=True too; checked here for a one-line error naming the key.
+        load_checkpoint(path, "model.pretrained_weights")
     return {"file": str(path), "source": ""}
 
 
@@ -74,6 +82,12 @@ def create_backbone(
         pretrained = True
     try:
         return timm.create_model(name, pretrained=pretrained, **create_kwargs)
+    except pickle.UnpicklingError:
+        # A downloaded file whose pickle needs non-allow-listed globals: torch refused it (weights_only=True).
+        raise UserInputError(
+            f"model.pretrained_weights: refusing to unpickle arbitrary objects from {pretrained_weights or name}"
+            " (weights files may hold only tensors and plain data)"
+        ) from None
     except (OSError, RuntimeError, ValueError) as err:
         if not pretrained:
             raise

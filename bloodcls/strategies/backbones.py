@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol, cast
 
 import torch
 from torch import nn
 
-from bloodcls.errors import MissingPathError, UserInputError
+from bloodcls.checkpoints import load_checkpoint
+from bloodcls.errors import UserInputError
 
 
 class Backbone(Protocol):
@@ -38,10 +38,10 @@ def backbone(net: nn.Module) -> Backbone:
 def load_backbone_checkpoint(net: nn.Module, path: str) -> None:
     """Copy backbone weights from a Lightning checkpoint (``net.*`` keys) or a plain state dict into ``net``;
     tensors whose shape differs (a classifier for other classes) are left as initialised."""
-    if not Path(path).is_file():
-        raise MissingPathError(f"model.backbone_checkpoint: {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path, "model.backbone_checkpoint")  # weights_only: never runs code from the file
     state = state.get("state_dict", state)
+    if not isinstance(state, dict):
+        raise UserInputError(f"model.backbone_checkpoint: {path} holds no state dict")
     if any(k.startswith("net.") for k in state):
         state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
     own = net.state_dict()

@@ -64,6 +64,29 @@ def test_weights_from_url_go_through_the_download_path(
     assert list((tmp_path / "torch_home").rglob("tiny-abc123.pth"))  # cached like any hub download
 
 
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_weights_whose_pickle_runs_code_are_refused_from_a_file_and_a_url(
+    weights_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, folder = weights_server
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    marker = tmp_path / "pwned"
+    state = {**timm.create_model("bloodcls_cnn_tiny", num_classes=5).state_dict(), "x": _Payload(marker)}
+    torch.save(state, folder / "evil-abc123.pth")
+    with pytest.raises(UserInputError, match=r"^model.pretrained_weights: refusing to unpickle arbitrary objects"):
+        create_backbone("bloodcls_cnn_tiny", 5, pretrained_weights=str(folder / "evil-abc123.pth"))
+    with pytest.raises(UserInputError, match=r"^model.pretrained_weights: refusing to unpickle arbitrary objects"):
+        create_backbone("bloodcls_cnn_tiny", 5, pretrained_weights=f"{url}/evil-abc123.pth")
+    assert not marker.exists()
+
+
 def test_missing_weights_file_and_offline_hub_have_clear_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
