@@ -11,7 +11,6 @@ from jsonargparse import lazy_instance
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from bloodcls.callbacks.checkpointing import BEST_KEY, add_checkpoint_arguments
@@ -21,6 +20,7 @@ from bloodcls.callbacks.wandb import SaveConfigToLoggers, fill_wandb_defaults, l
 from bloodcls.commands.common import quiet_third_party_noise, user_errors
 from bloodcls.data.datamodule import DEFAULT_IMAGE_SIZE, BloodCellDataModule
 from bloodcls.errors import UserInputError
+from bloodcls.loggers import CSVLogger
 from bloodcls.models import pretrained_input_size
 from bloodcls.strategies.base import Classifier
 
