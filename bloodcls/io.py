@@ -72,6 +72,22 @@ def disk_full_names(path: str | os.PathLike[str]) -> Iterator[None]:
         raise
 
 
+def disk_full_error(err: BaseException) -> DiskFullError | None:
+    """The full-disk error behind ``err`` (anywhere in its cause/context chain) as a one-line ``DiskFullError``,
+    for handlers of errors raised by code that does not write through this module (e.g. a checkpoint save)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DiskFullError):
+            return current
+        if isinstance(current, OSError) and current.errno in _FULL:
+            where = f" while writing {path_text(current.filename)}" if current.filename else f" ({current})"
+            return DiskFullError(f"{_FULL[current.errno]}{where}")
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _remove_quietly(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()

@@ -92,3 +92,16 @@ def test_remove_outputs_ignores_missing_files(tmp_path: Path) -> None:
     (tmp_path / "predictions.csv").write_text("stale\n")
     bio.remove_outputs(tmp_path / "predictions.csv", tmp_path / "predictions_skipped.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_error_finds_enospc_behind_another_error() -> None:
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/runs/v0/checkpoints/best.ckpt")
+        except OSError as inner:
+            raise RuntimeError("checkpoint save failed") from inner
+    except RuntimeError as err:
+        found = bio.disk_full_error(err)
+    assert found is not None and str(found) == "disk full while writing /runs/v0/checkpoints/best.ckpt"
+    assert bio.disk_full_error(OSError(errno.EACCES, "denied")) is None
+    assert str(bio.disk_full_error(OSError(errno.EDQUOT, "Disk quota exceeded"))).startswith("disk quota exceeded (")
