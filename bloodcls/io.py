@@ -1,9 +1,4 @@
-"""Output files written whole or not at all (temp file beside the target, then ``os.replace``), and the one rule
-for writing file paths into CSV/JSON.
-
-A crash, kill or full disk mid-write leaves the previous file (or none), never a file cut mid-line. A full disk
-becomes a ``DiskFullError`` naming the file, which the CLI prints as one line.
-"""
+"""Output files written whole or not at all, a full disk as one line, and the one rule for file paths in them."""
 
 from __future__ import annotations
 
@@ -67,7 +62,7 @@ def disk_full_names(path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        if err.errno in _FULL and not isinstance(err, DiskFullError):
+        if err.errno in _FULL:
             raise DiskFullError(f"{_FULL[err.errno]} while writing {path_text(path)}") from err
         raise
 

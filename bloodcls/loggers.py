@@ -1,5 +1,4 @@
-"""Lightning's CSVLogger with files that are never cut mid-line: ``metrics.csv`` and ``hparams.yaml`` are rewritten
-whole through a temp file and a rename, so a kill or a full disk leaves the previous complete file."""
+"""Lightning's CSVLogger whose ``metrics.csv`` and ``hparams.yaml`` are never cut mid-line (atomic rewrites)."""
 
 from __future__ import annotations
 
