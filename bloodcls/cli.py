@@ -11,7 +11,6 @@ from jsonargparse import lazy_instance
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from bloodcls.callbacks.checkpointing import BEST_KEY, add_checkpoint_arguments
@@ -27,6 +26,7 @@ from bloodcls.data.datamodule import DEFAULT_IMAGE_SIZE, BloodCellDataModule
 from bloodcls.entry import TOOL_COMMANDS, TRAINER_COMMANDS, run_tool
 from bloodcls.entry import main as entry_main
 from bloodcls.errors import UserInputError
+from bloodcls.loggers import CSVLogger
 from bloodcls.models import pretrained_input_size
 from bloodcls.parser import BloodArgumentParser
 from bloodcls.run_versions import OVERWRITE_KEY, add_overwrite_argument, check_run_dir, remove_if_left_empty

@@ -9,3 +9,7 @@ class UserInputError(ValueError):
 
 class MissingPathError(UserInputError, FileNotFoundError):
     """A path named in the config does not exist."""
+
+
+class DiskFullError(UserInputError):
+    """Writing an output file failed because the disk (or the user's quota) is full; the message names the file."""

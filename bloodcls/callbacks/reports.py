@@ -1,7 +1,8 @@
 """Callbacks that turn test and predict outputs into files: the test report and predictions.csv.
 
 Under DDP every rank evaluates a shard; the rows are gathered (shards may differ in length), repeats from padding
-samplers are dropped by ``index``, and rank 0 writes the files.
+samplers are dropped by ``index``, and rank 0 writes the files. Each stage first removes its earlier outputs, and
+writes its files atomically: what is there after a run is this run's, complete, or nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from bloodcls.callbacks.wandb import log_test_report
 from bloodcls.data.interface import evaluation_data
 from bloodcls.distributed import gather_rows, run_dir
-from bloodcls.evaluation.report import print_report, write_report
+from bloodcls.errors import UserInputError
+from bloodcls.evaluation.report import clear_report, print_report, write_report
+from bloodcls.io import atomic_open, remove_outputs, write_csv
+
+SKIPPED_CSV = "predictions_skipped.csv"
 
 
 def _class_names(trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
@@ -37,6 +42,16 @@ class TestReport(Callback):
         self.print_table = print_table
         self._outputs: list[dict[str, torch.Tensor]] = []
         self.last_metrics: dict[str, Any] | None = None
+
+    def _out_dir(self, trainer: L.Trainer) -> Path:
+        return Path(self.output_dir) if self.output_dir else run_dir(trainer)  # every rank: a broadcast
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "test":
+            return
+        out_dir = self._out_dir(trainer)
+        if trainer.is_global_zero:
+            clear_report(out_dir)  # a test that fails or evaluates nothing leaves no earlier report looking current
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._outputs = []
@@ -57,8 +72,10 @@ class TestReport(Callback):
         local = {k: torch.cat([o[k] for o in self._outputs]) for k in self._outputs[0]} if self._outputs else None
         # Every rank evaluated a shard; gather so the report covers the whole test split exactly once.
         gathered = gather_rows(trainer, local)
-        out_dir = Path(self.output_dir) if self.output_dir else run_dir(trainer)  # every rank: a broadcast
-        if gathered is None or not trainer.is_global_zero:
+        out_dir = self._out_dir(trainer)
+        if gathered is None:  # the same on every rank: gather_rows is collective
+            raise UserInputError("test evaluated no images (the test data is empty); no report was written")
+        if not trainer.is_global_zero:
             return
         probs, labels, index = gathered["probs"].cpu(), gathered["label"].cpu(), gathered["index"].cpu()
         data = evaluation_data(trainer)
@@ -89,6 +106,17 @@ class PredictionsCSV(BasePredictionWriter):
         self.output = output
         self.last_path: Path | None = None
 
+    def _path(self, trainer: L.Trainer) -> Path:
+        return Path(self.output) if self.output else run_dir(trainer) / "predictions.csv"  # every rank: broadcast
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "predict":
+            return
+        path = self._path(trainer)
+        if trainer.is_global_zero:
+            # A predict that fails or finds nothing to classify leaves no earlier predictions looking current.
+            remove_outputs(path, path.with_name(SKIPPED_CSV))
+
     def write_on_epoch_end(
         self,
         trainer: L.Trainer,
@@ -103,15 +131,16 @@ class PredictionsCSV(BasePredictionWriter):
             else None
         )
         gathered = gather_rows(trainer, local)  # every rank: a collective
-        path = Path(self.output) if self.output else run_dir(trainer) / "predictions.csv"
-        if gathered is None or not trainer.is_global_zero:
+        path = self._path(trainer)
+        if gathered is None:  # the same on every rank: gather_rows is collective
+            raise UserInputError("predict classified no images; no predictions.csv was written")
+        if not trainer.is_global_zero:
             return
         probs, index = gathered["probs"].cpu(), gathered["index"].cpu()
         names = _class_names(trainer, pl_module)
         data = evaluation_data(trainer)
         ids = data.predict_paths() if data is not None else [str(i) for i in range(int(index.max()) + 1)]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as fh:
+        with atomic_open(path, newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["path", "pred", "confidence", *[f"prob_{n}" for n in names]])
             for row, p in zip(index.tolist(), probs, strict=True):  # gather_rows dropped DDP padding repeats
@@ -119,9 +148,6 @@ class PredictionsCSV(BasePredictionWriter):
                 writer.writerow([ids[row], names[k], f"{float(p[k]):.6f}", *[f"{float(v):.6f}" for v in p]])
         skipped = data.predict_skipped() if data is not None else []
         if skipped:
-            with path.with_name("predictions_skipped.csv").open("w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["path", "reason"])
-                writer.writerows(skipped)
+            write_csv(path.with_name(SKIPPED_CSV), ["path", "reason"], skipped)
         self.last_path = path
         rank_zero_info(f"predictions for {len(index)} images written to {path}")

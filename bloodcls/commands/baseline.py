@@ -30,6 +30,7 @@ from bloodcls.data import splits as S
 from bloodcls.data.datamodule import BloodCellDataModule
 from bloodcls.errors import UserInputError
 from bloodcls.evaluation.report import print_report, write_report
+from bloodcls.io import atomic_open
 
 PROG = "bloodcls baseline"
 MIN_FEATURE_SIZE = 64  # px; below this the shape and texture features lose their meaning (see features.py)
@@ -106,7 +107,7 @@ def build_datamodule(config_args: list[str]) -> tuple[BloodCellDataModule, int]:
 def _write_features_csv(
     path: Path, ids: list[str], subsets: list[str], labels: list[str], features: np.ndarray
 ) -> None:
-    with path.open("w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "subset", "label", *FEATURE_NAMES])
         for row in zip(ids, subsets, labels, features, strict=True):

@@ -170,6 +170,8 @@ def download_file(
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in _URL_SCHEMES:
         raise DownloadError(f"{url}: unsupported URL scheme {scheme!r}; expected http, https or file")
+    if dest.is_dir() or dest.name in ("", ".", ".."):
+        raise DownloadError(f"{url}: cannot save to {dest}: it is a directory, not a file name")
     if _file_matches(dest, sha256, md5):
         return dest
 
@@ -201,7 +203,11 @@ def download_file(
     if problems := _mismatches(hashers, sha256, md5):
         part.unlink(missing_ok=True)
         raise DownloadError(f"{url}: checksum mismatch ({'; '.join(problems)}); the file was deleted")
-    os.replace(part, dest)  # atomic on the same filesystem
+    try:
+        os.replace(part, dest)  # atomic on the same filesystem
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: cannot save to {dest} ({exc.strerror or exc})") from exc
     return dest
 
 
@@ -262,7 +268,12 @@ def _is_url(source: str) -> bool:
 
 
 def _filename_from_url(url: str) -> str:
-    name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    """The URL's last path segment as a file name in ``--dest``; a ``..`` or ``.`` segment (also percent-encoded)
+    or an encoded separator names no file and is refused rather than resolved against the destination."""
+    # rstrip: a URL ending in "/" (a page that redirects to the file) is named after its last folder, as before.
+    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+    if name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise DownloadError(f"{url}: the URL ends in {name!r}, which is not a file name; give the URL of the file")
     return name or "download"
 
 

@@ -16,6 +16,8 @@ from rich.table import Table
 
 from bloodcls.commands.common import fail
 from bloodcls.errors import UserInputError
+from bloodcls.io import atomic_open
+from bloodcls.io import write_json as write_json_file
 
 # Headline keys of test/metrics.json (bloodcls.evaluation.metrics.classification_metrics), in report order.
 HEADLINE_METRICS: tuple[str, ...] = (
@@ -121,7 +123,7 @@ def print_summary(summaries: Sequence[MetricSummary], n_runs: int, console: Cons
 
 
 def write_csv(summaries: Sequence[MetricSummary], path: Path) -> None:
-    with path.open("w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for s in summaries:
@@ -138,7 +140,7 @@ def write_json(
         "std": "sample standard deviation (ddof=1)",
         "metrics": {s.metric: {**asdict(s), "values": [flat.get(s.metric) for flat in flats]} for s in summaries},
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    write_json_file(path, document)
 
 
 def main(argv: list[str]) -> None:

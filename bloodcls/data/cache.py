@@ -6,6 +6,7 @@ dataset of thousands is skipped with a warning instead of killing a dataloader w
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ import numpy as np
 
 from bloodcls.data.images import BadImageError, decode_image, read_bytes, resize_square
 from bloodcls.data.splits import content_hash
+from bloodcls.io import disk_full_names
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +147,37 @@ def decode_files(
     # Build under a temporary name and rename when complete, so an interrupted run never leaves a
     # half-written cache that a later run would trust.
     tmp_file = directory / f"{key}.{os.getpid()}.tmp.npy"
-    images = np.lib.format.open_memmap(tmp_file, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-    todo = [i for i in range(len(paths)) if i not in errors]
-    errors.update(_decode_into(images, paths, todo, size, max_pixels, workers))
-    images.flush()
-    del images
     meta_tmp = directory / f"{key}.{os.getpid()}.tmp.json"
-    meta_tmp.write_text(json.dumps({"size": size, "max_pixels": max_pixels, "n": len(paths), "errors": errors}))
-    os.replace(tmp_file, array_file)
-    os.replace(meta_tmp, meta_file)
+    try:
+        with disk_full_names(array_file):
+            images = np.lib.format.open_memmap(tmp_file, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+            _reserve(tmp_file)
+            todo = [i for i in range(len(paths)) if i not in errors]
+            errors.update(_decode_into(images, paths, todo, size, max_pixels, workers))
+            images.flush()
+            del images
+            meta = {"size": size, "max_pixels": max_pixels, "n": len(paths), "errors": errors}
+            meta_tmp.write_text(json.dumps(meta))
+            os.replace(tmp_file, array_file)
+            os.replace(meta_tmp, meta_file)
+    except BaseException:
+        for leftover in (tmp_file, meta_tmp):
+            leftover.unlink(missing_ok=True)
+        raise
     return DecodedImages(images=np.load(array_file, mmap_mode="r"), hashes=hashes, errors=errors, cache_file=array_file)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the memory-mapped file's blocks now: a full disk is then an ENOSPC error here, not a SIGBUS
+    crash on the first write into a page the filesystem cannot back."""
+    with path.open("r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, path.stat().st_size)
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # filesystems without it
+                raise
+        except AttributeError:  # no posix_fallocate on this platform (macOS)
+            pass
 
 
 def resize_arrays(arrays: np.ndarray, size: int, workers: int | None = None) -> np.ndarray:

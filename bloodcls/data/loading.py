@@ -11,6 +11,7 @@ from bloodcls.data import splits as S
 from bloodcls.data.cache import CacheMode, DecodedImages, decode_files, hash_arrays, resize_arrays
 from bloodcls.data.sources import SourceListing, list_predict_folder
 from bloodcls.errors import UserInputError
+from bloodcls.io import path_text
 
 MAX_WARNED_FILES = 10
 
@@ -105,6 +106,12 @@ def load_folder(root: str, settings: DecodeSettings, key: str, listed_in: str) -
     listing = list_predict_folder(root, key=key)
     decoded = _decode_files(listing.ids, settings)
     skipped = [(listing.ids[i], reason) for i, reason in sorted(decoded.errors.items())]
+    if len(skipped) == len(listing.ids):
+        first, reason = skipped[0]
+        example = reason if first in reason else f"{first}: {reason}"
+        raise UserInputError(
+            f"{key}: none of the {len(skipped)} image files under {root} could be read (e.g. {path_text(example)})"
+        )
     warn_skipped(skipped, listed_in)
     return FolderImages(listing, decoded.images, np.flatnonzero(decoded.ok), skipped)
 
@@ -114,7 +121,7 @@ def warn_skipped(skipped: list[tuple[str, str]], listed_in: str = "data_report.j
     if not skipped:
         return
     for name, reason in skipped[:MAX_WARNED_FILES]:
-        rank_zero_warn(f"skipped {reason}" if name in reason else f"skipped {name}: {reason}")
+        rank_zero_warn(path_text(f"skipped {reason}" if name in reason else f"skipped {name}: {reason}"))
     more = len(skipped) - MAX_WARNED_FILES
     tail = f" ({more} more not shown)" if more > 0 else ""
     rank_zero_warn(f"{len(skipped)} files skipped as unusable{tail}; all are listed in {listed_in}")

@@ -4,7 +4,6 @@ restored from a saved one (``split.csv`` or the checkpoint) by content hash, and
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 from bloodcls.data import splits as S
 from bloodcls.data.loading import LoadedData
 from bloodcls.errors import UserInputError
+from bloodcls.io import write_json
 
 
 @dataclass(frozen=True)
@@ -142,5 +142,5 @@ def write_split_files(directory: str | Path, data: LoadedData, subsets: np.ndarr
         [names[i] for i in data.listing.labels],
         [str(s) for s in subsets],
     )
-    (Path(directory) / "data_report.json").write_text(json.dumps(report, indent=2))
+    write_json(Path(directory) / "data_report.json", report)
     return path

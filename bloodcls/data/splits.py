@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bloodcls.errors import MissingPathError, UserInputError
+from bloodcls.io import write_csv
 
 TRAIN, UNLABELED, VAL, TEST, EXCLUDED = "train", "unlabeled", "val", "test", "excluded"
 SUBSETS: tuple[str, ...] = (TRAIN, UNLABELED, VAL, TEST, EXCLUDED)
@@ -239,14 +240,10 @@ def write_split_csv(
     labels: Sequence[str],
     subsets: Sequence[str],
 ) -> Path:
-    """Write ``path,hash,label,subset`` rows (label as a class name) so a run can be re-evaluated exactly."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(SPLIT_CSV_COLUMNS)
-        writer.writerows(zip(paths, hashes, labels, subsets, strict=True))
-    return path
+    """Write ``path,hash,label,subset`` rows (label as a class name) so a run can be re-evaluated exactly.
+
+    Written atomically; paths follow ``bloodcls.io.path_text`` (rows are matched back by hash, not path)."""
+    return write_csv(path, SPLIT_CSV_COLUMNS, zip(paths, hashes, labels, subsets, strict=True))
 
 
 @dataclass(frozen=True)

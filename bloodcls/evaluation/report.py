@@ -8,7 +8,6 @@ left registered in pyplot's global state when a long test run writes many report
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,18 @@ from bloodcls.evaluation.metrics import (
     roc_curves,
     validate_inputs,
 )
+from bloodcls.io import atomic_open, atomic_path, path_text, remove_outputs, write_json
 
 PER_CLASS_FIELDS = ("class", "support", "precision", "recall", "f1", "specificity", "auroc")
 _DPI = 150
+REPORT_FILES = (
+    "metrics.json",
+    "per_class.csv",
+    "confusion_matrix.png",
+    "roc.png",
+    "calibration.png",
+    "test_predictions.csv",
+)
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -75,7 +83,7 @@ def _plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path) -> N
         ax.set_ylabel("True")
         ax.set_title(title)
     fig.suptitle(f"Confusion matrix (n = {int(cm.sum())})")
-    fig.savefig(path, dpi=_DPI)
+    _save_figure(fig, path)
 
 
 def _class_colors(k: int) -> list[Any]:
@@ -139,7 +147,7 @@ def _plot_roc(
         ax.set_title(title)
         if i == 1:
             ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9, frameon=False)
-    fig.savefig(path, dpi=_DPI)
+    _save_figure(fig, path)
 
 
 def _plot_calibration(probs: np.ndarray, targets: np.ndarray, ece: float, path: Path) -> None:
@@ -204,11 +212,16 @@ def _plot_calibration(probs: np.ndarray, targets: np.ndarray, ece: float, path: 
     hist.set_xlabel("Confidence (max probability)")
     hist.set_ylabel("Share of samples")
     hist.grid(alpha=0.3)
-    fig.savefig(path, dpi=_DPI)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig: Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=_DPI)
 
 
 def _write_per_class_csv(per_class: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=PER_CLASS_FIELDS)
         writer.writeheader()
         for row in per_class:
@@ -220,19 +233,24 @@ def _write_predictions_csv(
     probs: np.ndarray, targets: np.ndarray, class_names: Sequence[str], paths: Sequence[str], path: Path
 ) -> None:
     pred = probs.argmax(axis=1)
-    with path.open("w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "pred", "confidence", *(f"prob_{name}" for name in class_names)])
         for i, p in enumerate(paths):
             writer.writerow(
                 [
-                    str(p),
+                    path_text(p),
                     class_names[targets[i]],
                     class_names[pred[i]],
                     f"{probs[i, pred[i]]:.6f}",
                     *(f"{v:.6f}" for v in probs[i]),
                 ]
             )
+
+
+def clear_report(out_dir: str | Path) -> None:
+    """Remove the files of an earlier report in ``out_dir`` (before a new test writes its own)."""
+    remove_outputs(*(Path(out_dir) / name for name in REPORT_FILES))
 
 
 def write_report(
@@ -259,9 +277,9 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clear_report(out)  # no file of an earlier report (e.g. its test_predictions.csv) may sit beside this one
     result = {**metrics, "run": dict(extra or {})}
-    # default=str: run info typically holds Path objects (checkpoint, split file).
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(out / "metrics.json", result)  # Path values in the run info (checkpoint) become strings
     _write_per_class_csv(metrics["per_class"], out / "per_class.csv")
     _plot_confusion(np.asarray(metrics["confusion_matrix"]), class_names, out / "confusion_matrix.png")
     _plot_roc(p, t, class_names, metrics["auroc"], out / "roc.png")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from bloodcls.io import atomic_open
 from bloodcls.tuning.config import cli_value
 
 Status = Literal["completed", "stopped_early", "error"]
@@ -83,9 +84,8 @@ def rank(rows: list[TrialRow], mode: Literal["max", "min"]) -> list[TrialRow]:
 
 def write_trials_csv(rows: list[TrialRow], keys: list[str], metric: str, path: Path) -> Path:
     """trials.csv: trial_id, every searched key, <metric>_best, <metric>_last, epochs, status, run_dir, error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = ["trial_id", *keys, f"{metric}_best", f"{metric}_last", "epochs", "status", "run_dir", "error"]
-    with path.open("w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for r in rows:

@@ -344,3 +344,45 @@ def test_main_errors_exit_2_with_one_line(
     assert err.startswith("bloodcls download: error: ")
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+# --- URLs that name no file, and a rename that fails -----------------------------------------------------
+
+
+@pytest.mark.parametrize("tail", ["payload.bin/..", "payload.bin/%2e%2e", "a/..%2F..", "payload.bin/.", "x%5C..%5Cy"])
+def test_url_ending_in_a_dot_segment_is_one_line_and_leaves_nothing(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str], tail: str
+) -> None:
+    server.publish("payload.bin", PAYLOAD)
+    dest = tmp_path / "dest"
+    with pytest.raises(SystemExit) as excinfo:
+        download_main([f"{server.url}/{tail}", "--dest", str(dest), "--sha256", sha256_of(PAYLOAD)])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bloodcls download: error: ") and "not a file name" in err
+    assert err.count("\n") == 1 and "Busy" not in err
+    assert not dest.exists() or not any(dest.rglob("*"))  # no .part, nothing written
+    assert not list(tmp_path.glob("*.part")) and sum(server.hits.values()) == 0  # refused before fetching
+
+
+def test_download_file_onto_a_directory_is_refused(server: Server, tmp_path: Path) -> None:
+    url = server.publish("payload.bin", PAYLOAD)
+    (tmp_path / "payload.bin").mkdir()
+    with pytest.raises(DownloadError, match="is a directory"):
+        download_file(url, tmp_path / "payload.bin", sha256=sha256_of(PAYLOAD))
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_failed_rename_removes_the_part_file(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    url = server.publish("payload.bin", PAYLOAD)
+
+    def busy(src: object, dst: object) -> None:
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(dst))
+
+    monkeypatch.setattr("bloodcls.commands.download.os.replace", busy)
+    with pytest.raises(DownloadError, match="cannot save to"):
+        download_file(url, tmp_path / "dest" / "payload.bin", sha256=sha256_of(PAYLOAD))
+    assert all_files(tmp_path / "dest") == set()

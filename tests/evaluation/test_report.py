@@ -166,3 +166,24 @@ def test_print_report_handles_undefined_auroc() -> None:
     probs = np.array([[0.9, 0.1], [0.8, 0.2]])
     text = _render(classification_metrics(probs, np.array([0, 0]), ["alpha", "beta"]))
     assert "n/a" in text and "alpha" in text and "100.00%" in text
+
+
+def test_a_latin1_path_and_a_new_report_without_paths(tmp_path: Path, case: tuple[np.ndarray, np.ndarray]) -> None:
+    import os
+
+    probs, targets = case
+    paths = [f"img/{i}.jpg" for i in range(N - 1)] + [os.fsdecode(b"img/caf\xe9.png")]
+    write_report(tmp_path, probs, targets, NAMES, paths=paths)
+    text = (tmp_path / "test_predictions.csv").read_bytes().decode("utf-8")  # strict UTF-8
+    assert text.splitlines()[-1].startswith("img/caf\\xe9.png,")
+    (tmp_path / "notes.txt").write_text("mine")
+
+    write_report(tmp_path, probs, targets, NAMES)  # no paths: the earlier per-image file must not stay beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "calibration.png",
+        "confusion_matrix.png",
+        "metrics.json",
+        "notes.txt",
+        "per_class.csv",
+        "roc.png",
+    ]

@@ -10,22 +10,29 @@ import numpy as np
 from bloodcls.data.images import IMAGE_EXTENSIONS, is_image_file
 from bloodcls.data.sources.base import DataSource, SourceListing, require_dir, require_root
 from bloodcls.errors import UserInputError
+from bloodcls.io import path_text
 
 log = logging.getLogger(__name__)
 
 
 def _class_dirs(root_path: Path) -> list[Path]:
-    return sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The class folders of ``root_path``, or a one-line error when there are none (e.g. the images were put
+    directly in it): every command that reads class names from the folder says so, not "num_classes=0"."""
+    class_dirs = sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        loose = [p for p in root_path.iterdir() if is_image_file(p)]
+        hint = f" (found {len(loose)} images directly in it)" if loose else ""
+        raise UserInputError(
+            f"data.root: {path_text(root_path)} has no class folders{hint}; expected root/<class>/<image>, "
+            "one folder per class"
+        )
+    return class_dirs
 
 
 def list_image_folder(root: str | Path) -> SourceListing:
     """List ``root/<class>/**/<image>`` (jpg/png/bmp/tif); class names are the sorted folder names."""
     root_path = require_dir(root)
     class_dirs = _class_dirs(root_path)
-    if not class_dirs:
-        loose = [p for p in root_path.iterdir() if is_image_file(p)]
-        hint = f" (found {len(loose)} images directly in it)" if loose else ""
-        raise UserInputError(f"data.root: {root_path} has no class folders{hint}; expected root/<class>/<image>")
     paths: list[str] = []
     labels: list[int] = []
     ignored = 0
