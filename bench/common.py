@@ -235,7 +235,7 @@ def fit_args(
         "--trainer.precision",
         precision,
         "--trainer.logger.class_path",
-        "lightning.pytorch.loggers.CSVLogger",
+        "bloodcls.loggers.CSVLogger",
         "--trainer.logger.init_args.save_dir",
         str(out_dir / "runs"),
         "--trainer.logger.init_args.name",

@@ -69,12 +69,6 @@ class BloodCLI(LightningCLI):
         super().parse_arguments(parser, args)
         check_checkpoint_config(self.config)
 
-    def instantiate_classes(self) -> None:
-        super().instantiate_classes()
-        from bloodcls.checkpoints import check_checkpoint_fits
-
-        check_checkpoint_fits(self.subcommand, self.config, self.model, self.trainer)
-
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
@@ -94,6 +88,9 @@ class BloodCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         apply_thread_count(self._get(self.config, "data") or {})
         super().instantiate_classes()
+        from bloodcls.checkpoints import check_checkpoint_fits
+
+        check_checkpoint_fits(self.subcommand, self.config, self.model, self.trainer)
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:

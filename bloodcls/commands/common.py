@@ -91,7 +91,9 @@ def user_errors(prog: str) -> Iterator[None]:
     except Exception as err:
         if debug():
             raise
-        user_error = find_user_error(err)
+        from bloodcls.io import disk_full_error  # here: --help must not pay for imports
+
+        user_error = disk_full_error(err) or find_user_error(err)  # a full disk while Lightning saves, too
         if user_error is not None:
             fail(prog, str(user_error))
         if isinstance(err, ArgumentError):

@@ -28,6 +28,7 @@ from torch import nn
 from bloodcls.checkpoints import load_checkpoint
 from bloodcls.commands.common import debug, fail, quiet_third_party_noise, user_errors
 from bloodcls.errors import UserInputError
+from bloodcls.io import write_json
 
 PROG = "bloodcls export"
 FORMATS = ("onnx",)
@@ -241,7 +242,7 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
             f"{result.ort_images_per_s:.0f} images/s, PyTorch {result.torch_images_per_s:.0f} images/s "
             f"(batch {result.batch_size}, {result.threads} threads); ONNX accuracy {result.ort_accuracy:.4f}"
         )
-    Path(f"{output}.json").write_text(json.dumps(record, indent=2))
+    write_json(Path(f"{output}.json"), record)
     return record
 
 

@@ -124,7 +124,8 @@ def warn_skipped(skipped: list[tuple[str, str]], listed_in: str = "data_report.j
         rank_zero_warn(path_text(f"skipped {reason}" if name in reason else f"skipped {name}: {reason}"))
     more = len(skipped) - MAX_WARNED_FILES
     tail = f" ({more} more not shown)" if more > 0 else ""
-    rank_zero_warn(f"{len(skipped)} files skipped as unusable{tail}; all are listed in {listed_in}")
+    files = "file" if len(skipped) == 1 else "files"
+    rank_zero_warn(f"{len(skipped)} {files} skipped as unusable{tail}; all are listed in {listed_in}")
 
 
 def check_classes(data: LoadedData) -> None:

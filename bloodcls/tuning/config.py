@@ -3,24 +3,18 @@ check every searched key before Ray starts, and turn sampled values into ``--key
 
 from __future__ import annotations
 
+import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bloodcls.commands.common import parse_fit_config
+from bloodcls.config_paths import resolve_paths
 from bloodcls.errors import UserInputError
 from bloodcls.tuning.space import probe_values
 from bloodcls.tuning.sweep import Sweep
-
-# Keys whose string values are file system paths read by a run. Trials run in their own working directories,
-# so relative paths are made absolute (against the directory `bloodcls tune` was started in) before launching.
-# Output locations (logger save_dir, checkpoint dirpath) are set per trial instead.
-PATH_KEYS = frozenset(
-    {"root", "cache_dir", "split_file", "predict_root", "unlabeled_root", "pretrained_weights", "backbone_checkpoint"}
-)
 
 
 def resolve_config(args: list[str]) -> dict[str, Any]:
@@ -34,17 +28,10 @@ def resolve_config(args: list[str]) -> dict[str, Any]:
 
 
 def absolute_paths(config: Any, cwd: Path) -> Any:
-    """``config`` with every relative path under a ``PATH_KEYS`` key made absolute against ``cwd`` (URLs kept)."""
-    if isinstance(config, list):
-        return [absolute_paths(item, cwd) for item in config]
-    if not isinstance(config, dict):
-        return config
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in PATH_KEYS and isinstance(value, str) and "://" not in value:
-            out[key] = os.path.normpath(os.path.join(cwd, os.path.expanduser(value)))
-        else:
-            out[key] = absolute_paths(value, cwd)
+    """A copy of ``config`` with every relative input path (``config_paths.PATH_KEYS``) made absolute against
+    ``cwd``: trials run in their own working directories. Output locations are set per trial instead."""
+    out = copy.deepcopy(config)
+    resolve_paths(out, str(cwd))
     return out
 
 
