@@ -128,6 +128,7 @@ def test_every_reader_refuses_the_payload_in_one_line(
     assert "refusing to unpickle arbitrary objects from" in errors[0] and "pathlib.Path" in errors[0]
 
 
+@pytest.mark.slow  # starts the console script (a torch + Lightning import: seconds)
 def test_console_script_refuses_even_when_torch_is_told_to_unpickle(evil: tuple[Path, Path], tmp_path: Path) -> None:
     """``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` flips torch.load's *default* to unsafe; bloodcls never relies on it."""
     path, marker = evil

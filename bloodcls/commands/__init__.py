@@ -1,5 +1,5 @@
 """The ``bloodcls`` tool commands, one module each with a ``main(argv)``; ``common`` holds what they share.
 
 ``bloodcls <name> ...`` imports ``bloodcls.commands.<name>`` only when that command runs, so ``bloodcls fit`` never
-pays for Ray, ONNX or scikit-image. A new command is one module here plus one line in ``bloodcls.cli.TOOL_COMMANDS``.
+pays for Ray, ONNX or scikit-image. A new command is one module here plus one line in ``bloodcls.entry.TOOL_COMMANDS``.
 """

@@ -69,6 +69,7 @@ def test_data_num_classes_is_linked_to_the_model() -> None:
     assert cli.model.class_names == cli.datamodule.class_names
 
 
+@pytest.mark.slow  # starts the console script (a torch + Lightning import: seconds)
 def test_unknown_config_key_is_a_one_line_error(tmp_path: Path) -> None:
     result = run_cli(
         "fit", "--config", str(REPO / "configs/quickstart.yaml"), "--data.init_args.no_such_key", "1", cwd=tmp_path

@@ -55,6 +55,7 @@ def test_tool_command_errors_stay_one_line(capsys: pytest.CaptureFixture[str]) -
     assert line.startswith("bloodcls summarize: error: ") and "--no_such_option" in line
 
 
+@pytest.mark.slow  # starts the console script (a torch + Lightning import: seconds)
 def test_a_real_process_prints_one_line(tmp_path: Path) -> None:
     result = run_cli("fit", "--config", BASE, "--trainer.max_epochs", "abc", cwd=tmp_path)
     assert result.returncode == 2

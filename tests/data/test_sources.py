@@ -93,6 +93,7 @@ class StripesSource(DataSource):
 '''
 
 
+@pytest.mark.slow  # starts the console script (a torch + Lightning import: seconds)
 def test_a_new_source_is_one_class_and_one_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "toy_source.py").write_text(TOY_SOURCE)
     config = tmp_path / "stripes.yaml"
