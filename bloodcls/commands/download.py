@@ -13,20 +13,18 @@ import argparse
 import hashlib
 import os
 import re
-import shutil
-import stat
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO
 
 from bloodcls.commands.common import fail
+from bloodcls.commands.download_archive import DownloadError, is_zip_archive, safe_extract_zip
 
 _CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for a smooth progress bar
 _URL_SCHEMES = ("http", "https", "file")
@@ -34,10 +32,6 @@ _HEX = {"sha256": 64, "md5": 32}
 
 # Sizes medmnist publishes for its 2D datasets; 28 has no suffix in file names / INFO keys.
 MEDMNIST_SIZES: tuple[int, ...] = (28, 64, 128, 224)
-
-
-class DownloadError(RuntimeError):
-    """A download or extraction that failed; the message is meant for the user, not a traceback."""
 
 
 @dataclass(frozen=True)
@@ -211,58 +205,6 @@ def download_file(
     return dest
 
 
-def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
-    """Why an archive entry could write outside the destination (zip-slip), or None if it is safe."""
-    name = info.filename
-    if name.startswith(("/", "\\")):
-        return "absolute path"
-    if re.match(r"^[A-Za-z]:", name):
-        return "drive letter"
-    if ".." in re.split(r"[/\\]", name):
-        return "'..' path component"
-    # Unix mode lives in the high 16 bits; a symlink entry could point anywhere once extracted.
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "symbolic link"
-    return None
-
-
-def safe_extract_zip(archive: Path, dest: Path) -> list[Path]:
-    """Extract `archive` into `dest` after checking every entry; returns the files written.
-
-    All entries are checked before anything is written, so a malicious archive leaves no partial output.
-    """
-    archive, dest = Path(archive), Path(dest)
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DownloadError(f"{archive}: not a readable zip archive ({exc})") from exc
-    with zf:
-        infos = zf.infolist()
-        for info in infos:
-            if reason := _unsafe_reason(info):
-                raise DownloadError(f"{archive}: refusing to extract entry {info.filename!r} ({reason})")
-        dest.mkdir(parents=True, exist_ok=True)
-        root = dest.resolve()
-        targets: list[tuple[zipfile.ZipInfo, Path]] = []
-        for info in infos:
-            target = (root / PurePosixPath(info.filename.replace("\\", "/"))).resolve()
-            # Belt and braces: a symlink already inside dest could still redirect a harmless-looking name.
-            if not target.is_relative_to(root):
-                raise DownloadError(f"{archive}: refusing to extract entry {info.filename!r} (escapes {dest})")
-            targets.append((info, target))
-
-        written: list[Path] = []
-        for info, target in targets:
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, target.open("wb") as out:
-                shutil.copyfileobj(src, out, _CHUNK)
-            written.append(target)
-    return written
-
-
 def _is_url(source: str) -> bool:
     return "://" in source
 
@@ -275,12 +217,6 @@ def _filename_from_url(url: str) -> str:
     if name in (".", "..") or any(c in name for c in "/\\\0"):
         raise DownloadError(f"{url}: the URL ends in {name!r}, which is not a file name; give the URL of the file")
     return name or "download"
-
-
-def _is_zip_archive(path: Path) -> bool:
-    """A plain .zip (or a suffix-less zip); .npz, .pt, .whl and friends are zips too but must stay whole."""
-    suffix = path.suffix.lower()
-    return suffix == ".zip" or (suffix == "" and zipfile.is_zipfile(path))
 
 
 def download(
@@ -316,7 +252,7 @@ def download(
             "(e.g. from `sha256sum FILE` on a trusted copy)"
         )
     path = download_file(source, dest / _filename_from_url(source), sha256=sha256, md5=md5)
-    if extract and _is_zip_archive(path):
+    if extract and is_zip_archive(path):
         safe_extract_zip(path, dest)
         return dest
     return path

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from bloodcls.data import synthetic_geometry as G
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
 
@@ -59,59 +60,6 @@ _LYM_NUC = _od(78, 40, 112)
 _MONO_CYTO = _od(184, 190, 214)
 _MONO_NUC = _od(132, 94, 168)
 _MONO_VACUOLE = _od(236, 232, 242)
-
-
-def _u(rng: np.random.Generator, low: float, high: float) -> float:
-    """One uniform draw as a Python float: numpy float64 scalars would silently promote float32 maps."""
-    return float(rng.uniform(low, high))
-
-
-@lru_cache(maxsize=8)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates (y, x), each (size, size) float32; cached because every image reuses them."""
-    ax = np.arange(size, dtype=np.float32) + 0.5
-    ys, xs = np.meshgrid(ax, ax, indexing="ij")
-    ys.flags.writeable = False
-    xs.flags.writeable = False
-    return ys, xs
-
-
-def _window(centre: float, reach: float, size: int) -> slice:
-    """Pixel rows/cols within `reach` of `centre`, clipped to the image: small shapes only touch their box."""
-    return slice(max(0, int(centre - reach)), max(0, min(size, int(np.ceil(centre + reach)) + 1)))
-
-
-def _coverage(signed_dist: np.ndarray, aa: float) -> np.ndarray:
-    """Anti-aliased coverage from a signed distance that is positive inside; a one-pixel linear ramp."""
-    return np.clip(signed_dist / aa + 0.5, 0.0, 1.0)
-
-
-def _ellipse(
-    x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: float, angle: float, aa: float
-) -> np.ndarray:
-    """Coverage of an ellipse with semi-axes (a, b) rotated by angle; distance scaled by the minor axis."""
-    c, s = float(np.cos(angle)), float(np.sin(angle))
-    dx, dy = x - cx, y - cy
-    u = (c * dx + s * dy) * (1.0 / a)
-    v = (c * dy - s * dx) * (1.0 / b)
-    # Not an exact Euclidean distance, but within a pixel for the mild eccentricities used here.
-    return _coverage((1.0 - np.sqrt(u * u + v * v)) * min(a, b), aa)
-
-
-def _segment(
-    x: np.ndarray, y: np.ndarray, p: tuple[float, float], q: tuple[float, float], width: float, aa: float
-) -> np.ndarray:
-    """Coverage of a capsule of half-width `width` around the segment p-q (the chromatin strands)."""
-    ex, ey = q[0] - p[0], q[1] - p[1]
-    dx, dy = x - p[0], y - p[1]
-    t = np.clip((dx * ex + dy * ey) * (1.0 / max(ex * ex + ey * ey, 1e-6)), 0.0, 1.0)
-    return _coverage(width - np.hypot(dx - t * ex, dy - t * ey), aa)
-
-
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Zero-mean, roughly unit-variance noise with features about size/cells pixels wide, (S, S) float32."""
-    coarse = rng.standard_normal((cells, cells), dtype=np.float32)
-    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
 @dataclass
@@ -168,61 +116,61 @@ def _over(od: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
 
 def _draw_background(rng: np.random.Generator, size: int, scale: float, aa: float) -> np.ndarray:
     """Plasma background with a few overlapping, partly cut red blood cells; returns OD (S, S, 3)."""
-    ys, xs = _grid(size)
+    ys, xs = G.grid(size)
     # Three scalar density maps (plasma, red-cell disc, red-cell pale centre) coloured by one small matmul at
     # the end: far fewer 3-channel operations than colouring each red cell on its own.
     maps = np.zeros((size, size, 3), dtype=np.float32)
-    maps[..., 0] = _u(rng, 0.7, 1.4) * (1.0 + 0.18 * _smooth_noise(rng, size, 5))
+    maps[..., 0] = G.u(rng, 0.7, 1.4) * (1.0 + 0.18 * G.smooth_noise(rng, size, 5))
     disc, centre = maps[..., 1], maps[..., 2]
     for _ in range(int(rng.integers(3, 10))):
         # Centres may fall outside the frame so some red cells are cut by the border, as in real crops.
         cx, cy = (rng.uniform(-0.1, 1.1, 2) * size).tolist()
         r, squash, angle, density = rng.uniform((6.5, 0.85, 0.0, 0.8), (8.5, 1.0, np.pi, 1.0)).tolist()
-        win = (_window(cy, (r + 2) * scale, size), _window(cx, (r + 2) * scale, size))
+        win = (G.window(cy, (r + 2) * scale, size), G.window(cx, (r + 2) * scale, size))
         x, y = xs[win] * (1.0 / scale), ys[win] * (1.0 / scale)
-        a = _ellipse(x, y, cx / scale, cy / scale, r, r * squash, angle, aa) * density
+        a = G.ellipse(x, y, cx / scale, cy / scale, r, r * squash, angle, aa) * density
         d = np.hypot(x - cx / scale, y - cy / scale) * (1.0 / r)  # 0 at the centre, 1 at the rim
         # Additive densities: where two red cells overlap the smear is thicker and looks darker.
         disc[win] += a
         centre[win] += a * np.clip((0.6 - d) * (1.0 / 0.35), 0.0, 1.0)  # paler zone of a biconcave disc
-    rim = _RBC_RIM * _u(rng, 0.85, 1.15)
-    pallor = _RBC_PALLOR * _u(rng, 0.85, 1.15)
+    rim = _RBC_RIM * G.u(rng, 0.85, 1.15)
+    pallor = _RBC_PALLOR * G.u(rng, 0.85, 1.15)
     od = maps @ np.stack([_PLASMA, rim, pallor - rim])  # (S, S, 3)
     for _ in range(int(rng.binomial(2, 0.3))):  # the odd platelet: a small purple dot that is not the cell of interest
         cx, cy = (rng.uniform(0.0, 1.0, 2) * size).tolist()
         a_ax, b_ax, angle = rng.uniform((1.0, 0.8, 0.0), (1.8, 1.4, np.pi)).tolist()
-        win = (_window(cy, (a_ax + 2) * scale, size), _window(cx, (a_ax + 2) * scale, size))
-        a = _ellipse(xs[win] / scale, ys[win] / scale, cx / scale, cy / scale, a_ax, b_ax, angle, aa)
+        win = (G.window(cy, (a_ax + 2) * scale, size), G.window(cx, (a_ax + 2) * scale, size))
+        a = G.ellipse(xs[win] / scale, ys[win] / scale, cx / scale, cy / scale, a_ax, b_ax, angle, aa)
         od[win] += a[..., None] * _PLATELET
     return od
 
 
 def _make_cell(rng: np.random.Generator, size: int, label: int, scale: float, aa: float) -> _Cell:
     """Sample the white cell's position, rotation, radius and slightly irregular outline."""
-    ys, xs = _grid(size)
+    ys, xs = G.grid(size)
     lo, hi = _RADIUS[SYNTHETIC_CLASSES[label]]
-    radius = _u(rng, lo, hi)
+    radius = G.u(rng, lo, hi)
     # Keep the cell well inside the crop (CellaVision centres it) but not on the exact same pixel every time.
     cx, cy = (size / 2.0 + rng.uniform(-3.0, 3.0, 2) * scale).tolist()
-    theta = _u(rng, 0.0, 2.0 * np.pi)
+    theta = G.u(rng, 0.0, 2.0 * np.pi)
     a2, a3, p2, p3 = rng.uniform((0.0, 0.0, 0.0, 0.0), (0.05, 0.05, 2 * np.pi, 2 * np.pi)).tolist()
     reach = (radius * (1.0 + a2 + a3) + 1.5) * scale
-    win = (_window(cy, reach, size), _window(cx, reach, size))
+    win = (G.window(cy, reach, size), G.window(cx, reach, size))
     c, s = float(np.cos(theta)), float(np.sin(theta))
     x0, y0 = (xs[win] - cx) * (1.0 / scale), (ys[win] - cy) * (1.0 / scale)
     x, y = c * x0 + s * y0, c * y0 - s * x0
     ang = np.arctan2(y, x)
     outline = radius * (1.0 + a2 * np.cos(2 * ang + p2) + a3 * np.cos(3 * ang + p3))
-    alpha = _coverage(outline - np.hypot(x, y), aa)
+    alpha = G.coverage(outline - np.hypot(x, y), aa)
     centre_px = (cx - win[1].start, cy - win[0].start)
     return _Cell(win, x, y, radius, alpha, aa, centre_px, scale, size)
 
 
 def _textured(rng: np.random.Generator, cell: _Cell, colour: np.ndarray, contrast: float, cells: int) -> np.ndarray:
     """A stain colour with a per-image density jitter and a smooth mottling texture, (h, w, 3) OD."""
-    noise = _smooth_noise(rng, cell.size, cells)[cell.win]
+    noise = G.smooth_noise(rng, cell.size, cells)[cell.win]
     texture = np.clip(1.0 + contrast * noise, 0.4, 1.8)
-    return colour * _u(rng, 0.85, 1.15) * texture[..., None]
+    return colour * G.u(rng, 0.85, 1.15) * texture[..., None]
 
 
 def _neutrophil(od: np.ndarray, rng: np.random.Generator, cell: _Cell) -> None:
@@ -232,8 +180,8 @@ def _neutrophil(od: np.ndarray, rng: np.random.Generator, cell: _Cell) -> None:
     fine = _granules(rng, cell, int(R * R * 0.9), 0.5, 0.92)
     _over(od, fine * cell.alpha * 0.35, _NEU_GRAN)
     k = int(rng.integers(3, 6))
-    arc = _u(rng, 0.45, 0.6) * R
-    span = _u(rng, 2.4, 3.8)  # radians covered by the lobe chain: from a C to nearly a ring
+    arc = G.u(rng, 0.45, 0.6) * R
+    span = G.u(rng, 2.4, 3.8)  # radians covered by the lobe chain: from a C to nearly a ring
     phis = -span / 2 + span * np.arange(k) / (k - 1) + rng.uniform(-0.15, 0.15, k)
     cxs = arc * np.cos(phis) + rng.uniform(-0.07, 0.07, k) * R
     cys = arc * np.sin(phis) + rng.uniform(-0.07, 0.07, k) * R
@@ -243,13 +191,13 @@ def _neutrophil(od: np.ndarray, rng: np.random.Generator, cell: _Cell) -> None:
     nuc = np.zeros_like(cell.alpha)
     for j in range(k):
         a, b, tilt = rng.uniform((0.95, 0.75, -0.3), (1.25, 0.95, 0.3)).tolist()
-        lobe = _ellipse(
+        lobe = G.ellipse(
             cell.x, cell.y, cxs_l[j], cys_l[j], lobe_r * a, lobe_r * b, float(phis[j]) + np.pi / 2 + tilt, aa
         )
         np.maximum(nuc, lobe, out=nuc)
     for j in range(k - 1):
         p, q = (cxs_l[j], cys_l[j]), (cxs_l[j + 1], cys_l[j + 1])
-        np.maximum(nuc, _segment(cell.x, cell.y, p, q, _u(rng, 0.35, 0.7), aa), out=nuc)
+        np.maximum(nuc, G.segment(cell.x, cell.y, p, q, G.u(rng, 0.35, 0.7), aa), out=nuc)
     _over(od, nuc * cell.alpha, _textured(rng, cell, _NEU_NUC, 0.18, 14))
 
 
@@ -257,18 +205,18 @@ def _eosinophil(od: np.ndarray, rng: np.random.Generator, cell: _Cell) -> None:
     """Bilobed ("spectacle") nucleus; abundant orange-red granules packing the cytoplasm."""
     R, aa = cell.radius, cell.aa
     _over(od, cell.alpha, _textured(rng, cell, _EOS_CYTO, 0.12, 8))
-    sep = _u(rng, 0.32, 0.45) * R
-    bend = _u(rng, -0.2, 0.25) * R
-    lobes = ((-sep, bend), (sep, bend + _u(rng, -0.1, 0.1) * R))
+    sep = G.u(rng, 0.32, 0.45) * R
+    bend = G.u(rng, -0.2, 0.25) * R
+    lobes = ((-sep, bend), (sep, bend + G.u(rng, -0.1, 0.1) * R))
     nuc = np.zeros_like(cell.alpha)
     for lx, ly in lobes:
         a, b, angle = rng.uniform((0.27, 0.22, 1.2), (0.34, 0.28, 1.9)).tolist()
-        np.maximum(nuc, _ellipse(cell.x, cell.y, lx, ly, R * a, R * b, angle, aa), out=nuc)
-    np.maximum(nuc, _segment(cell.x, cell.y, lobes[0], lobes[1], _u(rng, 0.5, 1.5), aa), out=nuc)
+        np.maximum(nuc, G.ellipse(cell.x, cell.y, lx, ly, R * a, R * b, angle, aa), out=nuc)
+    np.maximum(nuc, G.segment(cell.x, cell.y, lobes[0], lobes[1], G.u(rng, 0.5, 1.5), aa), out=nuc)
     _over(od, nuc * cell.alpha, _textured(rng, cell, _EOS_NUC, 0.15, 14))
     # Granules lie in the cytoplasm and only thinly over the nucleus, so the two lobes stay visible.
-    gran = _granules(rng, cell, int(R * R * _u(rng, 0.9, 1.3)), 1.05, 0.95)
-    _over(od, gran * cell.alpha * (1.0 - 0.75 * nuc) * 0.85, _EOS_GRAN * _u(rng, 0.85, 1.15))
+    gran = _granules(rng, cell, int(R * R * G.u(rng, 0.9, 1.3)), 1.05, 0.95)
+    _over(od, gran * cell.alpha * (1.0 - 0.75 * nuc) * 0.85, _EOS_GRAN * G.u(rng, 0.85, 1.15))
 
 
 def _basophil(od: np.ndarray, rng: np.random.Generator, cell: _Cell) -> None:
@@ -278,24 +226,24 @@ def _basophil(od: np.ndarray, rng: np.random.Generator, cell: _Cell) -> None:
     nuc = np.zeros_like(cell.alpha)
     for _ in range(int(rng.integers(2, 4))):
         nx, ny, a, b, angle = rng.uniform((-0.25, -0.25, 0.35, 0.28, 0.0), (0.25, 0.25, 0.5, 0.4, np.pi)).tolist()
-        np.maximum(nuc, _ellipse(cell.x, cell.y, nx * R, ny * R, R * a, R * b, angle, aa), out=nuc)
+        np.maximum(nuc, G.ellipse(cell.x, cell.y, nx * R, ny * R, R * a, R * b, angle, aa), out=nuc)
     _over(od, nuc * cell.alpha, _textured(rng, cell, _BASO_NUC, 0.15, 14))
     # Coarse granules over the whole cell, denser over the nucleus, which is why it is hard to see.
-    gran = _granules(rng, cell, int(R * R * _u(rng, 0.3, 0.45)), _u(rng, 1.2, 1.6), 0.9)
+    gran = _granules(rng, cell, int(R * R * G.u(rng, 0.3, 0.45)), G.u(rng, 1.2, 1.6), 0.9)
     gran_nuc = _granules(rng, cell, int(R * R * 0.2), 1.3, 0.55)
     cover = np.maximum(gran, gran_nuc * nuc)
-    _over(od, cover * cell.alpha * 0.95, _BASO_GRAN * _u(rng, 0.8, 1.1))
+    _over(od, cover * cell.alpha * 0.95, _BASO_GRAN * G.u(rng, 0.8, 1.1))
 
 
 def _lymphocyte(od: np.ndarray, rng: np.random.Generator, cell: _Cell) -> None:
     """Small cell: a large round dense nucleus filling most of it, a thin rim of sky-blue cytoplasm."""
     R, aa = cell.radius, cell.aa
     _over(od, cell.alpha, _textured(rng, cell, _LYM_CYTO, 0.12, 8))
-    nr = R * _u(rng, 0.74, 0.86)
-    off = _u(rng, 0.0, R - nr - 0.3)  # eccentric nucleus, rim thicker on one side
-    nuc = _ellipse(cell.x, cell.y, off, 0.0, nr, nr * _u(rng, 0.9, 1.0), _u(rng, 0.0, np.pi), aa)
+    nr = R * G.u(rng, 0.74, 0.86)
+    off = G.u(rng, 0.0, R - nr - 0.3)  # eccentric nucleus, rim thicker on one side
+    nuc = G.ellipse(cell.x, cell.y, off, 0.0, nr, nr * G.u(rng, 0.9, 1.0), G.u(rng, 0.0, np.pi), aa)
     if rng.uniform() < 0.3:  # a shallow nuclear indentation (cleft) in some cells
-        nuc *= 1.0 - _ellipse(cell.x, cell.y, off + nr * 1.05, 0.0, nr * 0.35, nr * 0.25, 0.0, aa)
+        nuc *= 1.0 - G.ellipse(cell.x, cell.y, off + nr * 1.05, 0.0, nr * 0.35, nr * 0.25, 0.0, aa)
     _over(od, nuc * cell.alpha, _textured(rng, cell, _LYM_NUC, 0.22, 14))
 
 
@@ -303,12 +251,12 @@ def _monocyte(od: np.ndarray, rng: np.random.Generator, cell: _Cell) -> None:
     """Largest cell: kidney/horseshoe nucleus with lacy, lighter chromatin; grey-blue cytoplasm, some vacuoles."""
     R, aa = cell.radius, cell.aa
     _over(od, cell.alpha, _textured(rng, cell, _MONO_CYTO, 0.12, 8))
-    ox = _u(rng, -0.1, 0.1) * R
-    a, b = R * _u(rng, 0.62, 0.74), R * _u(rng, 0.48, 0.58)
-    body = _ellipse(cell.x, cell.y, ox, 0.0, a, b, 0.0, aa)
+    ox = G.u(rng, -0.1, 0.1) * R
+    a, b = R * G.u(rng, 0.62, 0.74), R * G.u(rng, 0.48, 0.58)
+    body = G.ellipse(cell.x, cell.y, ox, 0.0, a, b, 0.0, aa)
     # The indentation: an ellipse bitten out of one long side; deeper bites turn the kidney into a horseshoe.
-    depth = _u(rng, 0.3, 0.75)
-    notch = _ellipse(cell.x, cell.y, ox, b * (1.45 - depth), a * _u(rng, 0.3, 0.5), b * 0.6, 0.0, aa)
+    depth = G.u(rng, 0.3, 0.75)
+    notch = G.ellipse(cell.x, cell.y, ox, b * (1.45 - depth), a * G.u(rng, 0.3, 0.5), b * 0.6, 0.0, aa)
     nuc = body * (1.0 - notch)
     _over(od, nuc * cell.alpha, _textured(rng, cell, _MONO_NUC, 0.3, 16))
     n_vac = int(rng.integers(0, 5))
@@ -317,7 +265,7 @@ def _monocyte(od: np.ndarray, rng: np.random.Generator, cell: _Cell) -> None:
         for _ in range(n_vac):
             rho, phi, r = rng.uniform((0.62, 0.0, 0.7), (0.85, 2 * np.pi, 1.5)).tolist()
             vx, vy = R * rho * np.cos(phi), R * rho * np.sin(phi)
-            np.maximum(vac, _ellipse(cell.x, cell.y, vx, vy, r, r, 0.0, aa), out=vac)
+            np.maximum(vac, G.ellipse(cell.x, cell.y, vx, vy, r, r, 0.0, aa), out=vac)
         _over(od, vac * cell.alpha * 0.7, _MONO_VACUOLE)
 
 
@@ -328,15 +276,15 @@ def _stain_and_capture(rng: np.random.Generator, od: np.ndarray, scale: float) -
     """Apply per-image stain/illumination jitter, optics blur and sensor noise; OD (S, S, 3) -> RGB uint8."""
     # Stain jitter: overall staining intensity, per-channel gains and a small channel mixing (a hue shift).
     mix = np.eye(3, dtype=np.float32) + rng.normal(0.0, 0.035, (3, 3)).astype(np.float32)
-    mix *= (_u(rng, 0.8, 1.2) * rng.normal(1.0, 0.06, 3)).astype(np.float32)[:, None]
+    mix *= (G.u(rng, 0.8, 1.2) * rng.normal(1.0, 0.06, 3)).astype(np.float32)[:, None]
     od = od @ mix.T
-    illum = (255.0 * _u(rng, 0.92, 1.04) * rng.normal(1.0, 0.015, 3)).astype(np.float32)
+    illum = (255.0 * G.u(rng, 0.92, 1.04) * rng.normal(1.0, 0.015, 3)).astype(np.float32)
     rgb = np.exp(-od) * illum
     # Focus blur grows slower than the crop: a 256 px crop is a sharper photo, not a 64 px one upscaled.
-    rgb = cv2.GaussianBlur(rgb, (0, 0), max(0.3, _u(rng, 0.3, 0.8) * math.sqrt(scale)))
+    rgb = cv2.GaussianBlur(rgb, (0, 0), max(0.3, G.u(rng, 0.3, 0.8) * math.sqrt(scale)))
     # Uniform sensor noise of the same standard deviation: the shape does not matter, and it is 5x cheaper
     # to draw than Gaussian float32 noise.
-    rgb += (rng.random(rgb.shape, dtype=np.float32) - 0.5) * (_u(rng, 1.5, 5.0) * math.sqrt(12.0))
+    rgb += (rng.random(rgb.shape, dtype=np.float32) - 0.5) * (G.u(rng, 1.5, 5.0) * math.sqrt(12.0))
     return np.clip(rgb + 0.5, 0.0, 255.0).astype(np.uint8)
 
 
