@@ -20,6 +20,7 @@ TOOL_COMMANDS: dict[str, str] = {
     "baseline": "classical baseline: segmentation + hand-crafted features + SVM / random forest",
     "tune": "Ray Tune sweep over any config key (--config base.yaml --sweep sweep.yaml)",
     "export": "export a checkpoint to ONNX (with an ONNX Runtime parity check)",
+    "explain": "class activation maps (Grad-CAM, Grad-CAM++, EigenCAM, Score-CAM) of a checkpoint's predictions",
     "summarize": "mean +- std of test metrics over runs (k-fold folds, seeds)",
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -178,7 +180,9 @@ def compute_cams(
         target_layers = find_target_layers(model, images.shape[-1])
     wrapper = ProbabilityInput(model).eval()
     inputs = images.float() / 255.0  # (B, 3, H, W) in [0, 1]
-    with torch.enable_grad(), cam_class(model=wrapper, target_layers=target_layers) as cam:
+    # Score-CAM draws a tqdm bar per batch on stderr; nothing a user of bloodcls can act on.
+    quiet = contextlib.redirect_stderr(io.StringIO()) if method == "scorecam" else contextlib.nullcontext()
+    with torch.enable_grad(), quiet, cam_class(model=wrapper, target_layers=target_layers) as cam:
         if method == "scorecam":
             cam.batch_size = 64  # masked copies per forward pass
         maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(t)) for t in targets])
