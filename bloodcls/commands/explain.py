@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bloodcls.commands.common import debug, fail, quiet_third_party_noise, user_errors
+from bloodcls.commands.common import OneLineParser, debug, fail, quiet_third_party_noise, user_errors
 from bloodcls.commands.export import load_classifier, read_checkpoint
 from bloodcls.errors import UserInputError
 from bloodcls.evaluation.cam import METHODS, compute_cams, find_target_layers, side_by_side
@@ -143,7 +143,7 @@ def run_explain(args: argparse.Namespace) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG, description="Class activation maps of a checkpoint's predictions (pytorch-grad-cam)."
     )
     parser.add_argument("--ckpt_path", "--ckpt-path", required=True, metavar="CKPT", help="a bloodcls checkpoint")
