@@ -130,3 +130,80 @@ def test_console_script_routes_to_summarize(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "over 1 run " in result.stdout
     assert (tmp_path / "s.csv").is_file()
+
+
+# ------------------------------------------------------------------------------------ runs that must not be averaged
+def _with_classes(metrics: dict[str, Any], classes: list[str], n: int | None = None) -> dict[str, Any]:
+    rows = [{**metrics["per_class"][i % 2], "class": c} for i, c in enumerate(classes)]
+    return {**metrics, "per_class": rows, "n": metrics["n"] if n is None else n}
+
+
+def _write_split(run: Path, test: list[str], rest: list[str]) -> None:
+    """split.csv with content hashes ``test`` in the test subset and ``rest`` in train."""
+    lines = ["path,hash,label,subset"]
+    lines += [f"img_{h}.png,{h},a,test" for h in test] + [f"img_{h}.png,{h},a,train" for h in rest]
+    (run / "split.csv").write_text("\n".join(lines) + "\n")
+
+
+def _refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        summarize_main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("bloodcls summarize: error:")
+    return err
+
+
+def test_runs_with_different_classes_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The reported case: a 5-class synthetic run averaged with an 8-class PBC run.
+    synthetic = _write_run(tmp_path, "synthetic", _with_classes(_metrics(0.6, 0.9, 1.0), list("abcde")))
+    pbc = _write_run(tmp_path, "pbc", _with_classes(_metrics(0.97, 0.9, 1.0), list("abcdefgh")))
+    err = _refused([str(synthetic), str(pbc)], capsys)
+    assert f"{pbc} has classes [a, b, c, d, e, f, g, h] but {synthetic} has [a, b, c, d, e]" in err
+
+
+def test_runs_tested_on_different_images_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _write_run(tmp_path, "a", _metrics(0.8, 0.9, 1.0))
+    b = _write_run(tmp_path, "b", _metrics(0.9, 0.9, 1.0))
+    _write_split(a, ["h1", "h2", "h3"], ["h4", "h5", "h6"])
+    _write_split(b, ["h1", "h2", "h4"], ["h3", "h5", "h6"])  # overlapping, not equal: another split
+    err = _refused([str(a), str(b)], capsys)
+    assert f"{b} was tested on a different test set than {a} (3 vs 3 images, 2 not in both" in err
+
+
+def test_disjoint_test_sets_of_different_datasets_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _write_run(tmp_path, "a", _metrics(0.8, 0.9, 1.0))
+    b = _write_run(tmp_path, "b", _metrics(0.9, 0.9, 1.0))
+    _write_split(a, ["h1", "h2"], ["h3", "h4"])
+    _write_split(b, ["x1", "x2"], ["x3", "x4"])
+    assert "different test set" in _refused([str(a), str(b)], capsys)
+
+
+def test_seeds_on_one_test_set_and_kfold_folds_are_averaged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seeds = [_write_run(tmp_path, f"seed{i}", _metrics(acc, 0.9, 1.0)) for i, acc in enumerate((0.8, 1.0))]
+    for run in seeds:
+        _write_split(run, ["h1", "h2"], ["h3", "h4"] if run.name == "seed0" else ["h4", "h3"])
+    summarize_main([str(r) for r in seeds])
+    assert "90.00 ± 14.14" in capsys.readouterr().out
+    images = [f"h{i}" for i in range(9)]
+    folds = [_write_run(tmp_path, f"fold{k}", _metrics(acc, 0.9, 1.0)) for k, acc in enumerate((0.8, 0.9, 1.0))]
+    for k, run in enumerate(folds):  # three disjoint test thirds of the same nine images
+        _write_split(run, images[3 * k : 3 * k + 3], images[: 3 * k] + images[3 * k + 3 :])
+    summarize_main([str(r) for r in folds])
+    assert "90.00 ± 10.00" in capsys.readouterr().out
+
+
+def test_without_split_csv_the_test_size_decides_unless_the_configs_are_kfold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _write_run(tmp_path, "a", _metrics(0.8, 0.9, 1.0))
+    b = _write_run(tmp_path, "b", _with_classes(_metrics(0.9, 0.9, 1.0), ["a", "b"], n=12))
+    assert f"{b} was tested on 12 images but {a} on 10" in _refused([str(a), str(b)], capsys)
+    for run, fold in ((a, 0), (b, 1)):  # folds of 22 images: 10 and 12 test images
+        (run / "config.yaml").write_text(
+            f"data:\n  class_path: bloodcls.data.BloodCellDataModule\n  init_args:\n    n_folds: 2\n    fold: {fold}\n"
+        )
+    summarize_main([str(a), str(b)])
+    assert "over 2 runs" in capsys.readouterr().out

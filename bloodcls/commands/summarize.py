@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -99,6 +100,94 @@ def load_metrics(path: Path) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class RunIdentity:
+    """What must agree between runs before their metrics may be averaged: the classes and the test set."""
+
+    name: str
+    classes: tuple[str, ...]
+    n_test: int | None  # metrics.json's image count
+    test_set: frozenset[str] | None  # content hashes of split.csv's test rows (None: no split.csv)
+    all_images: frozenset[str] | None  # content hashes of every split.csv row (the dataset the folds partition)
+    n_folds: int | None  # the run config's data n_folds (None: not a k-fold run, or no config.yaml)
+
+
+def run_dir_of(metrics_file: Path) -> Path:
+    """The run directory of a metrics.json (``RUN/test/metrics.json`` or ``RUN/metrics.json``)."""
+    return metrics_file.parent.parent if metrics_file.parent.name == "test" else metrics_file.parent
+
+
+def _split_sets(run: Path) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    try:
+        with (run / "split.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None, None
+    keys = [(r.get("hash") or r.get("path") or "", r.get("subset", "")) for r in rows]
+    if not keys or any(not k for k, _ in keys):
+        return None, None
+    return frozenset(k for k, subset in keys if subset == "test"), frozenset(k for k, _ in keys)
+
+
+def _n_folds(run: Path) -> int | None:
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    data = config.get("data") if isinstance(config, dict) else None
+    data = data.get("init_args", data) if isinstance(data, dict) else None
+    n_folds = data.get("n_folds") if isinstance(data, dict) else None
+    return n_folds if isinstance(n_folds, int) and n_folds >= 2 else None
+
+
+def run_identity(name: str, metrics_file: Path, metrics: Mapping[str, Any]) -> RunIdentity:
+    """Classes from metrics.json, the test set from the run's split.csv, k-fold from its config.yaml."""
+    run = run_dir_of(metrics_file)
+    test_set, all_images = _split_sets(run)
+    classes = tuple(str(row.get("class")) for row in metrics.get("per_class", []))
+    n = metrics.get("n")
+    return RunIdentity(name, classes, n if isinstance(n, int) else None, test_set, all_images, _n_folds(run))
+
+
+def _is_kfold(runs: Sequence[RunIdentity]) -> bool:
+    """Folds of one k-fold split: test sets pairwise equal or disjoint over one common image set (from split.csv),
+    or, without split.csv, every config naming the same n_folds."""
+    if all(r.test_set is not None and r.all_images is not None for r in runs):
+        if len({r.all_images for r in runs}) != 1:
+            return False
+        sets = [r.test_set or frozenset() for r in runs]
+        return all(a == b or not (a & b) for i, a in enumerate(sets) for b in sets[i + 1 :])
+    return runs[0].n_folds is not None and len({r.n_folds for r in runs}) == 1
+
+
+def check_comparable(runs: Sequence[RunIdentity]) -> None:
+    """Refuse (UserInputError, one line naming the run and the difference) to average runs of other classes or
+    other test sets; the folds of a k-fold split have different test sets on purpose and are allowed."""
+    first = runs[0]
+    for run in runs[1:]:
+        if set(run.classes) != set(first.classes):
+            raise UserInputError(
+                f"{run.name} has classes [{', '.join(run.classes)}] but {first.name} has "
+                f"[{', '.join(first.classes)}]: runs with different classes cannot be averaged"
+            )
+    if len(runs) < 2 or _is_kfold(runs):
+        return
+    for run in runs[1:]:
+        if run.test_set is not None and first.test_set is not None:
+            if run.test_set != first.test_set:
+                differ = len(run.test_set ^ first.test_set)
+                raise UserInputError(
+                    f"{run.name} was tested on a different test set than {first.name} ({len(run.test_set)} vs "
+                    f"{len(first.test_set)} images, {differ} not in both; split.csv): runs with different test "
+                    "sets cannot be averaged (k-fold folds are recognised by disjoint test sets of one dataset)"
+                )
+        elif run.n_test != first.n_test:
+            raise UserInputError(
+                f"{run.name} was tested on {run.n_test} images but {first.name} on {first.n_test}: runs with "
+                "different test sets cannot be averaged"
+            )
+
+
 def _pct(value: float | None, metric: str) -> str:
     if value is None:
         return "n/a"
@@ -166,6 +255,7 @@ def main(argv: list[str]) -> None:
             raise UserInputError(f"--output {bad[0]}: expected a file name ending in .csv or .json")
         files = [find_metrics_file(run) for run in args.runs]
         per_run = [load_metrics(path) for path in files]
+        check_comparable([run_identity(str(r), f, m) for r, f, m in zip(args.runs, files, per_run, strict=True)])
         summaries = summarize_runs(per_run)
         for out in args.output:
             out.parent.mkdir(parents=True, exist_ok=True)
