@@ -13,16 +13,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bloodcls.commands.common import OneLineParser, debug, fail, quiet_third_party_noise, user_errors
-from bloodcls.commands.export import load_classifier, read_checkpoint
 from bloodcls.errors import UserInputError
-from bloodcls.evaluation.cam import METHODS, compute_cams, find_target_layers, side_by_side
-from bloodcls.io import atomic_path, write_csv
+
+if TYPE_CHECKING:
+    import torch
 
 PROG = "bloodcls explain"
 CSV_HEADER = ("file", "overlay", "predicted", "confidence", "target", "true")
@@ -32,7 +29,7 @@ CSV_HEADER = ("file", "overlay", "predicted", "confidence", "target", "true")
 class Batch:
     """uint8 images (B, 3, S, S), their file ids, and their true labels (-1: unknown)."""
 
-    images: torch.Tensor
+    images: torch.Tensor  # uint8 (B, 3, S, S)
     files: list[str]
     labels: list[int]
 
@@ -89,8 +86,16 @@ def _png_name(position: int, file: str) -> str:
 
 def run_explain(args: argparse.Namespace) -> Path:
     """Write one overlay PNG per image and ``explain.csv`` into the output folder; returns the CSV's path."""
+    # Imported here, not at the top: `bloodcls explain --help` answers without loading torch.
+    import torch
     from PIL import Image
 
+    from bloodcls.commands.export import load_classifier, read_checkpoint
+    from bloodcls.evaluation.cam import METHODS, compute_cams, find_target_layers, side_by_side
+    from bloodcls.io import atomic_path, write_csv
+
+    if args.method not in METHODS:
+        raise UserInputError(f"--method {args.method}: unknown (expected one of: {', '.join(METHODS)})")
     if args.batch_size < 1:
         raise UserInputError(f"--batch_size {args.batch_size}: expected at least 1")
     if args.limit is not None and args.limit < 1:
@@ -148,7 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ckpt_path", "--ckpt-path", required=True, metavar="CKPT", help="a bloodcls checkpoint")
     parser.add_argument("--images", metavar="DIR", help="a folder (or file) of images; default: the run's test split")
-    parser.add_argument("--method", default="gradcam", choices=METHODS, help="CAM method (default: gradcam)")
+    parser.add_argument(
+        "--method", default="gradcam", metavar="METHOD", help="gradcam (default), gradcam++, eigencam or scorecam"
+    )
     parser.add_argument("--output", metavar="DIR", help="default: RUN/explain/<method>")
     parser.add_argument(
         "--target",
@@ -167,7 +174,6 @@ def main(argv: list[str] | None = None) -> None:
     class) exits 2 with one line."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     quiet_third_party_noise()
-    np.seterr(invalid="ignore")  # pytorch-grad-cam normalises constant maps by ~0; the result is cleaned to 0
     try:
         with user_errors(PROG):
             run_explain(args)

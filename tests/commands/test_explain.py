@@ -105,7 +105,10 @@ def test_a_folder_of_images_with_a_named_target_class(tiny_run: Path, tmp_path: 
         (["--target", "platelet"], "--target platelet: not a class of this model"),
         (["--target", "true", "--images", "IMAGES"], "--target true needs true labels"),
         (["--images", "/nonexistent/folder"], "--images /nonexistent/folder: no such file or folder"),
-        (["--method", "layercam"], "argument --method: invalid choice"),
+        (
+            ["--method", "layercam"],
+            "--method layercam: unknown (expected one of: gradcam, gradcam++, eigencam, scorecam)",
+        ),
         (["--batch_size", "0"], "--batch_size 0: expected at least 1"),
     ],
 )

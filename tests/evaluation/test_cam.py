@@ -99,7 +99,7 @@ def test_small_cnn_and_unet_targets() -> None:
     assert cam_target_layer(cnn, torch.zeros(1, 3, 32, 32)) is cnn.features
     unet = timm.create_model("bloodcls_unet_cls", num_classes=3).eval()
     # Its features concatenate pooled decoder maps: the CAM reads the last (full-resolution) decoder block.
-    assert cam_target_layer(unet, torch.zeros(1, 3, 32, 32)) is unet.up[0]
+    assert cam_target_layer(unet, torch.zeros(1, 3, 32, 32)) is unet.get_submodule("up.0")
 
 
 @pytest.mark.slow  # two ImageNet trunks
@@ -107,8 +107,8 @@ def test_hybrid_gets_one_layer_per_trunk() -> None:
     net = timm.create_model("bloodcls_hybrid_inception_xception", num_classes=3).eval()
     layers = cam_target_layers(net, torch.zeros(1, 3, 75, 75))
     assert len(layers) == 2
-    assert any(layer in set(net.inception.modules()) for layer in layers)
-    assert any(layer in set(net.xception.modules()) for layer in layers)
+    assert any(layer in set(net.get_submodule("inception").modules()) for layer in layers)
+    assert any(layer in set(net.get_submodule("xception").modules()) for layer in layers)
 
 
 @pytest.mark.parametrize("name", ["bloodcls_rnn", "bloodcls_dbn"])
