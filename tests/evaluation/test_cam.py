@@ -188,3 +188,15 @@ def test_overlay_blends_a_heat_map_onto_the_image() -> None:
         overlay(image, cam[:4])
     pair = side_by_side(image, cam, min_size=32)
     assert pair.shape == (32, 64, 3) and (pair[:, :32] == 128).all()
+
+
+def test_the_cam_reads_the_network_the_strategy_evaluates_with() -> None:
+    from bloodcls.evaluation.cam import evaluated_network
+    from bloodcls.strategies import MeanTeacher
+
+    model = MeanTeacher(backbone="bloodcls_cnn_tiny", num_classes=3, eval_with_teacher=True)
+    assert evaluated_network(model, 32) is model.teacher
+    layers = find_target_layers(model, 32)
+    assert layers == [model.teacher.get_submodule("features")]
+    student = MeanTeacher(backbone="bloodcls_cnn_tiny", num_classes=3, eval_with_teacher=False)
+    assert evaluated_network(student, 32) is student.net
