@@ -1,4 +1,4 @@
-"""Albumentations pipelines by name (``eval`` / ``weak`` / ``strong`` / ``randaugment``) or a YAML list, on uint8 images.
+"""Albumentations pipelines by name (``eval`` / ``weak`` / ``strong`` / ``randaugment``) or a YAML list, uint8 images.
 
 Pipelines keep images uint8: conversion to float and normalisation happen on the training device inside the
 strategy, which is cheaper than shipping float tensors through the loader workers.
