@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from strategy_fakes import B, K, SIZE, make_batch
+from strategy_fakes import SIZE, B, K, make_batch
 from torch import nn
 
 from bloodcls.strategies import FixMatch, MeanTeacher, PseudoLabel
