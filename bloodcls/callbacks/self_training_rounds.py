@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -21,11 +22,24 @@ class SelfTrainingRounds(Callback):
         self.best: float | None = None
         self.stale = 0
         self.history: list[dict[str, Any]] = []
+        # The installed pseudo-labels of a restored checkpoint, until on_fit_start hands them back to the data.
+        self._restored: dict[str, Any] | None = None
+        self._trainer: L.Trainer | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # New pseudo-labels mean new loaders; reloading each epoch is cheap with the decoded cache. The attribute
         # is set by Lightning's data connector, outside Trainer's typed interface.
         trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+        # Checkpoint state is restored before on_fit_start: a requeued run mid-round trains on the same pseudo-labels.
+        if self._restored is not None:
+            pseudo = self._restored
+            training_data(trainer).set_pseudo_labels(
+                pseudo["positions"].numpy(),
+                pseudo["labels"].numpy(),
+                pseudo["weights"].numpy(),
+                labeled_ratio=float(pseudo["labeled_ratio"]),
+            )
+            self._restored = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, SelfTraining)
@@ -66,10 +80,24 @@ class SelfTrainingRounds(Callback):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "best": self.best, "stale": self.stale, "history": self.history}
+        state: dict[str, Any] = {"round": self.round, "best": self.best, "stale": self.stale, "history": self.history}
+        trainer = self._trainer
+        pseudo = training_data(trainer).pseudo_labels if trainer is not None else None
+        if pseudo is not None:  # tensors, not numpy arrays: checkpoints load with weights_only=True
+            state["pseudo"] = {
+                "positions": torch.as_tensor(pseudo.positions),
+                "labels": torch.as_tensor(pseudo.labels),
+                "weights": torch.as_tensor(pseudo.weights),
+                "labeled_ratio": float(pseudo.labeled_ratio),
+            }
+        return state
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer  # state_dict() has no trainer argument
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.round = state_dict["round"]
         self.best = state_dict["best"]
         self.stale = state_dict["stale"]
         self.history = state_dict["history"]
+        self._restored = state_dict.get("pseudo")

@@ -39,6 +39,7 @@ class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
         views: Mapping[str, A.Compose],
         label_key: str = "label",
         extras: Mapping[str, np.ndarray] | None = None,
+        seed_salt: int | None = None,
     ) -> None:
         if len(images) != len(labels) or len(rows) != len(labels):
             raise ValueError("images, labels and rows must have the same length")
@@ -51,9 +52,14 @@ class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
         self.label_key = label_key
         self.extras = {k: np.asarray(v) for k, v in (extras or {}).items()}
         self._seeded_for: tuple[int, int] | None = None
+        # Two datasets in one process (labeled and unlabeled loaders of a step) must not draw the same augmentation
+        # for their k-th items: each gets its own stream, salted by what it holds unless the caller says otherwise.
+        if seed_salt is None:
+            seed_salt = zlib.crc32(self.rows.tobytes(), zlib.crc32(label_key.encode()))
+        self.seed_salt = seed_salt
 
     def _seed_views(self) -> None:
-        """Seed every pipeline from torch's seed of this process, once per (process, seed).
+        """Seed every pipeline from torch's seed of this process and the dataset's salt, once per (process, seed).
 
         An albumentations ``Compose`` draws from its own generator, seeded from OS entropy unless given a seed,
         so ``seed_everything`` alone would not make augmentations reproducible; and forked loader workers would
@@ -65,7 +71,7 @@ class ImageArrayDataset(Dataset[dict[str, torch.Tensor]]):
             return
         for name, pipeline in self.views.items():
             # Distinct streams per view (weak vs strong) from the same process seed.
-            pipeline.set_random_seed((key[1] + zlib.crc32(name.encode())) % 2**32)
+            pipeline.set_random_seed((key[1] + zlib.crc32(name.encode()) + self.seed_salt) % 2**32)
         self._seeded_for = key
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""Albumentations pipelines by name (``eval`` / ``weak`` / ``strong``) or as a YAML list, on uint8 HWC images.
+"""Albumentations pipelines by name (``eval`` / ``weak`` / ``strong`` / ``randaugment``) or a YAML list, uint8 images.
 
 Pipelines keep images uint8: conversion to float and normalisation happen on the training device inside the
 strategy, which is cheaper than shipping float tensors through the loader workers.
@@ -58,10 +58,48 @@ def _photometric(image_size: int) -> list[A.BasicTransform]:
     ]
 
 
+# RandAugment (Cubuk et al. 2020) as FixMatch uses it: N = 2 ops drawn at random from this list, each at a random
+# magnitude up to the maximum below (FixMatch's RA variant), then Cutout of a square of up to half the side.
+RANDAUGMENT_N = 2
+
+
+def _randaugment_ops(image_size: int) -> list[A.BasicTransform]:
+    reflect = cv2.BORDER_REFLECT_101
+    return [
+        A.NoOp(p=1.0),  # RandAugment's "Identity"
+        A.AutoContrast(p=1.0),
+        A.Equalize(p=1.0),
+        A.RandomBrightnessContrast(brightness_limit=0.5, contrast_limit=0.0, p=1.0),  # Brightness
+        A.RandomBrightnessContrast(brightness_limit=0.0, contrast_limit=0.5, p=1.0),  # Contrast
+        A.ColorJitter(brightness=0.0, contrast=0.0, saturation=0.5, hue=0.0, p=1.0),  # Color
+        A.Sharpen(alpha=(0.2, 0.9), lightness=(1.0, 1.0), p=1.0),
+        A.Posterize(num_bits=(4, 8), p=1.0),
+        A.Solarize(threshold_range=(0.5, 1.0), p=1.0),
+        A.Affine(rotate=(-30, 30), border_mode=reflect, p=1.0),  # Rotate
+        A.Affine(shear={"x": (-17, 17), "y": (0, 0)}, border_mode=reflect, p=1.0),  # ShearX (0.3 rad)
+        A.Affine(shear={"x": (0, 0), "y": (-17, 17)}, border_mode=reflect, p=1.0),  # ShearY
+        A.Affine(translate_percent={"x": (-0.3, 0.3), "y": (0, 0)}, border_mode=reflect, p=1.0),  # TranslateX
+        A.Affine(translate_percent={"x": (0, 0), "y": (-0.3, 0.3)}, border_mode=reflect, p=1.0),  # TranslateY
+    ]
+
+
+def _randaugment(image_size: int) -> list[A.BasicTransform]:
+    hole = max(2, image_size // 2)  # Cutout: one square of up to half the side, always (FixMatch's RA + Cutout)
+    return [
+        *_geometric(image_size)[:3],  # flips and 90-degree turns: free, label-preserving for blood cells
+        A.SomeOf(_randaugment_ops(image_size), n=RANDAUGMENT_N, replace=False, p=1.0),
+        A.CoarseDropout(
+            num_holes_range=(1, 1), hole_height_range=(1, hole), hole_width_range=(1, hole), fill=127, p=1.0
+        ),
+    ]
+
+
 PRESETS: dict[str, Callable[[int], list[A.BasicTransform]]] = {
     "eval": lambda size: [],
     "weak": _geometric,
     "strong": lambda size: [*_geometric(size), *_photometric(size)],
+    # The strong view of FixMatch / FlexMatch / FreeMatch: random N of M ops, then Cutout.
+    "randaugment": _randaugment,
 }
 
 

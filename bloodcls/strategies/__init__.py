@@ -11,6 +11,8 @@ import pkgutil
 from bloodcls.strategies.base import Classifier, UnlabeledOutput, registered_strategies
 from bloodcls.strategies.contrastive import ContrastivePretrain
 from bloodcls.strategies.fixmatch import FixMatch
+from bloodcls.strategies.flexmatch import FlexMatch
+from bloodcls.strategies.freematch import FreeMatch
 from bloodcls.strategies.mean_teacher import MeanTeacher
 from bloodcls.strategies.pseudo_label import PseudoLabel
 from bloodcls.strategies.self_training import SelfTraining
@@ -24,6 +26,8 @@ __all__ = [
     "Classifier",
     "ContrastivePretrain",
     "FixMatch",
+    "FlexMatch",
+    "FreeMatch",
     "MeanTeacher",
     "PseudoLabel",
     "PseudoLabelSkeleton",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Protocol, cast
 
 import torch
@@ -49,3 +50,11 @@ def load_backbone_checkpoint(net: nn.Module, path: str) -> None:
     if not usable:
         raise UserInputError(f"model.backbone_checkpoint: {path} has no weights matching backbone {type(net).__name__}")
     net.load_state_dict(usable, strict=False)
+
+
+def frozen_copy(net: nn.Module) -> nn.Module:
+    """A deep copy of ``net`` whose parameters take no gradient (EMA teachers and evaluation copies)."""
+    copy_ = copy.deepcopy(net)
+    for p in copy_.parameters():
+        p.requires_grad_(False)
+    return copy_

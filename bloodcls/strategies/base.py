@@ -19,7 +19,8 @@ from bloodcls.data.sampling import ClassWeighting, class_weights
 from bloodcls.errors import UserInputError
 from bloodcls.models import create_backbone
 from bloodcls.models.tiny_map_conv import use_matmul_for_tiny_maps
-from bloodcls.strategies.backbones import backbone, load_backbone_checkpoint
+from bloodcls.strategies.backbones import backbone, frozen_copy, load_backbone_checkpoint
+from bloodcls.strategies.ema import ema_decay_at, ema_update
 from bloodcls.strategies.losses import classification_loss, warmup_cosine
 
 Batch = dict[str, torch.Tensor]
@@ -81,6 +82,9 @@ class Classifier(L.LightningModule):
         tiny_map_matmul: compute convolutions over tiny feature maps (2 x 2, e.g. a ResNet's last stage at 64 px) as
             im2col + one matrix multiply instead of oneDNN's convolution: the same result, ~25 % faster ResNet-18
             steps on a CPU at 64 px (``bloodcls.models.tiny_map_conv``). Exports always use plain convolutions.
+        ema_eval: keep an EMA copy of the network (``ema_net``; parameters and BN statistics averaged, decay
+            ``ema_eval_decay`` with the warm-up of ``ema.ema_decay_at``) and validate / test / predict / export
+            with it, as USB evaluates every algorithm. Off by default; it is in the checkpoint when on.
     """
 
     # Pretraining strategies (no classifier trained) are left out of label-efficiency comparisons.
@@ -117,6 +121,8 @@ class Classifier(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         tiny_map_matmul: bool = False,
+        ema_eval: bool = False,
+        ema_eval_decay: float = 0.999,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -158,6 +164,9 @@ class Classifier(L.LightningModule):
             use_matmul_for_tiny_maps(self.net)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.ema_eval, self.ema_eval_decay = ema_eval, ema_eval_decay
+        # Made after channels_last / tiny_map_matmul so it computes like the network; never compiled (eval only).
+        self.ema_net: torch.nn.Module | None = frozen_copy(self.net) if ema_eval else None
         self.val_metrics = _eval_metrics(num_classes, "val/")
         self.test_metrics = _eval_metrics(num_classes, "test/")
         # Losses averaged by torchmetrics (float sums synced across ranks): self.log(sync_dist=True) divides an
@@ -172,8 +181,13 @@ class Classifier(L.LightningModule):
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def eval_network(self) -> torch.nn.Module:
+        """The network validation, test, predict and export use: the EMA copy when ``ema_eval`` is on."""
+        return self.ema_net if self.ema_net is not None else self.net
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(images))  # (B, K) logits
+        net = self.net if self.training else self.eval_network()
+        return net(self.preprocess(images))  # (B, K) logits
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logit features (B, D), for label propagation and contrastive heads."""
@@ -229,21 +243,27 @@ class Classifier(L.LightningModule):
         return self.global_step / float(trainer.num_training_batches)
 
     # ------------------------------------------------------------------ steps
+    def labeled_logits_and_unlabeled(
+        self, labeled: Batch, unlabeled: Batch | None, batch_idx: int
+    ) -> tuple[torch.Tensor, UnlabeledOutput | None]:
+        """Logits of the labeled images and the unlabeled term; strategies that want one forward over labeled and
+        unlabeled views (shared BatchNorm statistics, as FixMatch's and Mean Teacher's reference code) override it."""
+        logits = self(labeled["image"])
+        return logits, None if unlabeled is None else self.unlabeled_loss(unlabeled, batch_idx)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         labeled: Batch = batch["labeled"] if "labeled" in batch else batch
-        logits = self(labeled["image"])
+        logits, out = self.labeled_logits_and_unlabeled(labeled, batch.get("unlabeled"), batch_idx)
         loss_sup = self.supervised_loss(logits, labeled["label"])
         loss = loss_sup
         batch_size = labeled["label"].shape[0]
         self.log("train/loss_sup", loss_sup, batch_size=batch_size)
-        if "unlabeled" in batch:
-            out = self.unlabeled_loss(batch["unlabeled"], batch_idx)
-            if out is not None:
-                loss = loss + out.weight * out.loss
-                self.log("train/loss_unsup", out.loss, batch_size=batch_size)
-                self.log("train/unsup_weight", float(out.weight), batch_size=batch_size)
-                for name, value in out.stats.items():
-                    self.log(f"train/{name}", value, batch_size=batch_size)
+        if out is not None:
+            loss = loss + out.weight * out.loss
+            self.log("train/loss_unsup", out.loss, batch_size=batch_size)
+            self.log("train/unsup_weight", float(out.weight), batch_size=batch_size)
+            for name, value in out.stats.items():
+                self.log(f"train/{name}", value, batch_size=batch_size)
         with torch.no_grad():
             acc = (logits.argmax(dim=1) == labeled["label"]).float().mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -287,6 +307,10 @@ class Classifier(L.LightningModule):
     def lr_multiplier(self, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
         """Per-step LR factor of the built-in ``cosine`` schedule: one cosine over the run (rounds may restart it)."""
         return lambda step: warmup_cosine(step, total_steps, warmup_steps)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema_net is not None:  # parameters are identical on every rank (DDP); so are their averages
+            ema_update(self.ema_net, self.net, ema_decay_at(self.global_step, self.ema_eval_decay), buffers=True)
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

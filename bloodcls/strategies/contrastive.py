@@ -18,6 +18,7 @@ from torch import nn
 
 from bloodcls.data.interface import LoaderRequest
 from bloodcls.distributed import gather_rows
+from bloodcls.errors import UserInputError
 from bloodcls.strategies.backbones import backbone
 from bloodcls.strategies.base import Batch, Classifier
 from bloodcls.strategies.ssl_losses import nt_xent, supcon
@@ -56,6 +57,14 @@ class ContrastivePretrain(Classifier):
         self._val_embeddings: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
         self._val_index: list[torch.Tensor] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.training:  # test, predict and export all evaluate through forward
+            raise UserInputError(
+                "a ContrastivePretrain checkpoint has no trained classifier head: fine-tune it first with any "
+                "strategy and --model.init_args.backbone_checkpoint <this checkpoint>, then test / predict / export"
+            )
+        return super().forward(images)
 
     def _project(self, images: torch.Tensor) -> torch.Tensor:
         return self.projector(self.embed(images))  # (B, projection_dim)

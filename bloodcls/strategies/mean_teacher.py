@@ -2,9 +2,20 @@
 are the consistency targets for the student's predictions on another.
 
 The teacher is a frozen copy of the backbone updated as an exponential moving average of the student after
-every optimiser step; it receives no gradient. The consistency term (softmax MSE) does send gradient into the
-student -- a reference implementation once shipped a Mean Teacher whose unlabeled loss did not, which our
-contract test guards against. The consistency weight ramps up with a sigmoid schedule.
+every optimiser step, with the reference code's decay warm-up (``ema.ema_decay_at``); it receives no gradient. As
+in the reference, student and teacher each see the WHOLE batch (labeled + unlabeled images, one forward each, so
+BatchNorm statistics are shared across them) in differently augmented views (two independent draws, optionally a
+strong student view and Gaussian input noise on both), and the consistency term (softmax MSE, in float32 outside
+autocast) covers every image. It does send gradient into the student -- a reference implementation once shipped a
+Mean Teacher whose unlabeled loss did not, which our contract test guards against. The consistency weight ramps
+up with a sigmoid schedule.
+
+The teacher's BatchNorm statistics come from its own forward passes in train mode, as in the original code.
+Copying the student's instead pairs the lagging EMA weights with the *current* student's statistics, which breaks
+the teacher in eval mode as soon as the two drift apart (seen on PBC at 10 labels per class: 29 % test accuracy with
+copied statistics, while the same teacher in train mode labeled 95 % of the pool right). That is why the EMA is
+hand-written (``bloodcls.strategies.ema``): timm's ``ModelEmaV3`` averages the student's buffers or, with
+``exclude_buffers``, copies them (``test_timm_model_ema_copies_student_batchnorm_statistics`` shows it).
 
 Under DDP the teacher stays identical on every rank: its parameters are EMAs of the student's, which DDP keeps
 identical; its BatchNorm statistics come from its own rank-local forward passes, so after every step they are
@@ -19,17 +30,16 @@ and the student gets a cross-entropy on them for the pool images of each batch (
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies import Strategy
 
 from bloodcls.data.interface import LoaderRequest
-from bloodcls.strategies.backbones import backbone
+from bloodcls.strategies.backbones import backbone, frozen_copy
 from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
+from bloodcls.strategies.ema import average_float_buffers, ema_decay_at, ema_update
 from bloodcls.strategies.relabeling import RelabelSettings, relabel_pool
 from bloodcls.strategies.ssl_losses import (
     masked_cross_entropy,
@@ -40,44 +50,14 @@ from bloodcls.strategies.ssl_losses import (
 )
 
 
-@torch.no_grad()
-def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float) -> None:
-    """teacher <- decay * teacher + (1 - decay) * student, for parameters only.
-
-    The teacher's BatchNorm statistics come from its own forward passes in train mode, as in the original code.
-    Copying the student's instead pairs the lagging EMA weights with the *current* student's statistics, which
-    breaks the teacher in eval mode as soon as the two drift apart (seen on PBC at 10 labels per class: 29 % test
-    accuracy with copied statistics, while the same teacher in train mode labeled 95 % of the pool right).
-
-    Hand-written on purpose: timm's ``ModelEmaV3`` averages the student's buffers or, with ``exclude_buffers``,
-    copies them (the bug above; ``test_timm_model_ema_copies_student_batchnorm_statistics`` shows it), and
-    ``torch.optim.swa_utils.AveragedModel(use_buffers=False)`` copies the student on its first update and hands
-    its averaging function an update count, not the step, so Mean Teacher's decay warm-up would still be custom
-    code -- and either wrapper renames the teacher's checkpoint keys (``teacher.module.*``).
-    """
-    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-        t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)
-
-
-@torch.no_grad()
-def average_float_buffers(module: torch.nn.Module, strategy: Strategy) -> None:
-    """Replace every floating-point buffer (BN running mean / var) by its mean over the ranks: one all-reduce."""
-    buffers = [b for b in module.buffers() if b.is_floating_point()]
-    if not buffers:
-        return
-    flat = torch.cat([b.detach().reshape(-1).float() for b in buffers])  # (sum of buffer sizes,)
-    flat = strategy.reduce(flat, reduce_op="mean")
-    offset = 0
-    for b in buffers:
-        b.copy_(flat[offset : offset + b.numel()].view_as(b))
-        offset += b.numel()
-
-
 class MeanTeacher(Classifier):
     """Args:
     ema_decay: teacher EMA decay (smaller during the first 1/(1-decay) steps, as in the original code).
     consistency_weight: weight of the consistency loss after ramp-up.
     rampup_epochs: sigmoid ramp-up length of the consistency weight.
+    student_view: augmentation preset of the student's view (the teacher's is ``weak``; the reference used the
+        same augmentation for both, two independent draws).
+    input_noise: standard deviation of Gaussian noise added to both networks' normalised inputs while training.
     eval_with_teacher: validate / test / predict with the teacher (usually the better model).
     confidence_threshold: only for logging which teacher predictions would pass as pseudo-labels.
     lp_weight: weight of the cross-entropy on label-propagation pseudo-labels (0 = off, plain Mean Teacher).
@@ -92,6 +72,8 @@ class MeanTeacher(Classifier):
         ema_decay: float = 0.999,
         consistency_weight: float = 10.0,
         rampup_epochs: float = 5.0,
+        student_view: Literal["weak", "strong", "randaugment"] = "weak",
+        input_noise: float = 0.0,
         eval_with_teacher: bool = True,
         confidence_threshold: float = 0.95,
         lp_weight: float = 0.0,
@@ -109,6 +91,8 @@ class MeanTeacher(Classifier):
         self.ema_decay = ema_decay
         self.consistency_weight = consistency_weight
         self.rampup_epochs = rampup_epochs
+        self.student_view = student_view
+        self.input_noise = input_noise
         self.eval_with_teacher = eval_with_teacher
         self.confidence_threshold = confidence_threshold
         self.lp_weight = lp_weight
@@ -117,9 +101,7 @@ class MeanTeacher(Classifier):
         self.lp_settings = RelabelSettings(
             "propagation", lp_confidence_threshold, lp_entropy_threshold, lp_k, lp_alpha, weight_by_certainty=False
         )
-        self.teacher: torch.nn.Module = copy.deepcopy(self.net)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher: torch.nn.Module = frozen_copy(self.net)
         # Propagated label per unlabeled-pool position (-1: none accepted); None until the first relabeling.
         self.lp_labels: torch.Tensor | None = None
 
@@ -132,23 +114,47 @@ class MeanTeacher(Classifier):
         return [LabelPropagationRefresh()]
 
     def loader_request(self) -> LoaderRequest:
-        return LoaderRequest(unlabeled_views={"image_student": "weak", "image_teacher": "weak"})
+        views: dict[str, str | None] = {"image_student": self.student_view, "image_teacher": "weak"}
+        # Labeled images get a teacher view too: consistency covers the whole batch, as in the reference.
+        return LoaderRequest(labeled_views={"image": self.student_view, "image_teacher": "weak"}, unlabeled_views=views)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        use_teacher = self.eval_with_teacher and not self.training
-        return (self.teacher if use_teacher else self.net)(self.preprocess(images))
+    def eval_network(self) -> torch.nn.Module:
+        return self.teacher if self.eval_with_teacher else super().eval_network()
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(images)
+        return x + self.input_noise * torch.randn_like(x) if self.training and self.input_noise > 0 else x
+
+    def labeled_logits_and_unlabeled(
+        self, labeled: Batch, unlabeled: Batch | None, batch_idx: int
+    ) -> tuple[torch.Tensor, UnlabeledOutput | None]:
+        if unlabeled is None:
+            return super().labeled_logits_and_unlabeled(labeled, unlabeled, batch_idx)
+        n = len(labeled["image"])
+        student = self.net(self._inputs(torch.cat([labeled["image"], unlabeled["image_student"]])))
+        with torch.no_grad():
+            teacher = self.teacher(self._inputs(torch.cat([labeled["image_teacher"], unlabeled["image_teacher"]])))
+        return student[:n], self.consistency(student, teacher, n, unlabeled)
 
     def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput:
-        student_logits = self.net(self.preprocess(batch["image_student"]))
+        """The consistency term on unlabeled images alone (training uses the whole batch, see above)."""
+        student_logits = self.net(self._inputs(batch["image_student"]))
         with torch.no_grad():
-            teacher_logits = self.teacher(self.preprocess(batch["image_teacher"]))
-            pseudo, mask = select_pseudo_labels(teacher_logits.float().softmax(dim=-1), self.confidence_threshold)
-        loss = softmax_mse(student_logits, teacher_logits)
+            teacher_logits = self.teacher(self._inputs(batch["image_teacher"]))
+        return self.consistency(student_logits, teacher_logits, 0, batch)
+
+    def consistency(self, student: torch.Tensor, teacher: torch.Tensor, n: int, unlabeled: Batch) -> UnlabeledOutput:
+        """Softmax MSE over all rows of ``student`` / ``teacher`` (B, K); rows from ``n`` on are the unlabeled
+        images (statistics, label-propagation term)."""
+        with torch.no_grad():
+            probs = teacher[n:].float().softmax(dim=-1)
+            pseudo, mask = select_pseudo_labels(probs, self.confidence_threshold)
+        loss = softmax_mse(student, teacher)
         weight = self.consistency_weight * sigmoid_rampup(self.progress_epochs(), self.rampup_epochs)
-        stats = pseudo_label_stats(pseudo, mask, batch.get("true_label"), self.class_names)
+        stats = pseudo_label_stats(pseudo, mask, unlabeled.get("true_label"), self.class_names)
         if self.lp_weight == 0 or self.lp_labels is None:
             return UnlabeledOutput(loss, weight, stats)
-        loss_lp, lp_mask = self.propagation_loss(student_logits, batch["pool_index"])
+        loss_lp, lp_mask = self.propagation_loss(student[n:], unlabeled["pool_index"])
         stats |= {"loss_consistency": loss.detach(), "loss_lp": loss_lp.detach(), "lp_mask_ratio": lp_mask.mean()}
         # Two terms with their own weights: the returned loss carries them, its weight is 1.
         return UnlabeledOutput(weight * loss + self.lp_weight * loss_lp, 1.0, stats)
@@ -173,8 +179,9 @@ class MeanTeacher(Classifier):
         return result
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
         # Early on the student changes fast; a smaller decay lets the teacher follow (Tarvainen & Valpola).
-        decay = min(self.ema_decay, 1.0 - 1.0 / (self.global_step + 1))
+        decay = ema_decay_at(self.global_step, self.ema_decay)
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:
             average_float_buffers(self.teacher, trainer.strategy)  # rank-local BN statistics -> one shared estimate

@@ -25,7 +25,7 @@ from bloodcls.strategies.backbones import backbone
 from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
 from bloodcls.strategies.losses import cosine_restarts
 from bloodcls.strategies.relabeling import PseudoSource, RelabelSettings, relabel_pool
-from bloodcls.strategies.ssl_losses import masked_cross_entropy, pseudo_label_stats
+from bloodcls.strategies.ssl_losses import masked_cross_entropy, pseudo_label_stats, warn_if_entropy_filter_is_idle
 
 
 class SelfTraining(Classifier):
@@ -69,6 +69,7 @@ class SelfTraining(Classifier):
         self.lp_k = lp_k
         self.lp_alpha = lp_alpha
         self.weight_by_certainty = weight_by_certainty
+        warn_if_entropy_filter_is_idle(confidence_threshold, entropy_threshold, self.num_classes, "SelfTraining")
 
     def configure_callbacks(self) -> list[Callback]:
         # Imported here: bloodcls.callbacks may import strategies, and strategies are imported first.

@@ -4,6 +4,7 @@ One unlabeled step is four overridable pieces, each small enough to replace alon
 
     logits, probs = self.predict_unlabeled(batch)   # the prediction that learns; the one targets come from
     targets = self.pseudo_targets(probs)            # hard labels (argmax); soft-label methods return probs
+    self.observe(probs, batch)                      # adaptive thresholds update their state (no-op here)
     mask = self.mask(probs)                         # which images count: fixed thresholds here
     loss = self.masked_loss(logits, targets, mask)  # masked cross-entropy, averaged over the whole batch
 
@@ -18,7 +19,12 @@ from typing import Any
 import torch
 
 from bloodcls.strategies.base import Batch, Classifier, UnlabeledOutput
-from bloodcls.strategies.ssl_losses import masked_cross_entropy, pseudo_label_stats, select_pseudo_labels
+from bloodcls.strategies.ssl_losses import (
+    masked_cross_entropy,
+    pseudo_label_stats,
+    select_pseudo_labels,
+    warn_if_entropy_filter_is_idle,
+)
 
 
 class PseudoLabelSkeleton(Classifier, register=False):
@@ -38,6 +44,7 @@ class PseudoLabelSkeleton(Classifier, register=False):
         self.confidence_threshold = confidence_threshold
         self.entropy_threshold = entropy_threshold
         self.lambda_u = lambda_u
+        warn_if_entropy_filter_is_idle(confidence_threshold, entropy_threshold, self.num_classes, type(self).__name__)
 
     def predict_unlabeled(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, K) that learn, with gradient; probabilities (B, K) the targets come from, without)."""
@@ -46,6 +53,9 @@ class PseudoLabelSkeleton(Classifier, register=False):
     def pseudo_targets(self, probs: torch.Tensor) -> torch.Tensor:
         """Hard pseudo-labels (B,) from the target probabilities."""
         return probs.argmax(dim=-1)
+
+    def observe(self, probs: torch.Tensor, batch: Batch) -> None:
+        """Update adaptive-threshold state from this step's target probabilities (no-op for fixed thresholds)."""
 
     def mask(self, probs: torch.Tensor) -> torch.Tensor:
         """Boolean (B,): max probability >= confidence AND normalised entropy <= entropy threshold."""
@@ -61,7 +71,12 @@ class PseudoLabelSkeleton(Classifier, register=False):
 
     def unlabeled_loss(self, batch: Batch, batch_idx: int) -> UnlabeledOutput:
         logits, probs = self.predict_unlabeled(batch)
+        return self.unlabeled_output(logits, probs, batch)
+
+    def unlabeled_output(self, logits: torch.Tensor, probs: torch.Tensor, batch: Batch) -> UnlabeledOutput:
+        """The unlabeled term from the learning logits and the target probabilities (rows aligned with ``batch``)."""
         with torch.no_grad():
+            self.observe(probs, batch)
             targets, mask = self.pseudo_targets(probs), self.mask(probs)
         loss = self.masked_loss(logits, targets, mask)
         stats = pseudo_label_stats(targets, mask, batch.get("true_label"), self.class_names)

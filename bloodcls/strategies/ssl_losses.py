@@ -5,6 +5,7 @@ reference-tested. Every strategy uses these (one masked cross-entropy, one norma
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,32 @@ def normalized_entropy(probs: torch.Tensor) -> torch.Tensor:
     k = probs.shape[-1]
     ent = -(probs * probs.clamp_min(1e-12).log()).sum(dim=-1)
     return ent / math.log(k)
+
+
+def entropy_bound(confidence: float, num_classes: int) -> float:
+    """The largest normalised entropy a distribution over ``num_classes`` classes can have when its maximum
+    probability is at least ``confidence``: H(c, (1-c)/(K-1), ..., (1-c)/(K-1)) / log K (the rest spread evenly).
+
+    An entropy threshold at or above this bound never rejects what the confidence test accepts (0.142 for 0.95
+    over 8 classes, 0.250 for 0.9); below it the entropy test binds and rejects confident predictions whose
+    remaining mass is spread out rather than on one rival class.
+    """
+    k, c = num_classes, min(max(confidence, 1.0 / num_classes), 1.0)  # below 1/K no distribution can miss it
+    rest = (1.0 - c) / (k - 1)
+    ent = -sum(p * math.log(p) for p in (c, *([rest] * (k - 1))) if p > 0)
+    return ent / math.log(k)
+
+
+def warn_if_entropy_filter_is_idle(confidence: float, entropy_threshold: float, num_classes: int, name: str) -> None:
+    """Warn when ``entropy_threshold`` lies above ``entropy_bound(confidence, K)``: the entropy filter never binds."""
+    bound = entropy_bound(confidence, num_classes)
+    if bound <= entropy_threshold < 1.0:
+        warnings.warn(
+            f"{name}: entropy_threshold={entropy_threshold} is above {bound:.3f}, the largest normalised entropy a "
+            f"prediction with confidence >= {confidence} over {num_classes} classes can have; the entropy filter "
+            "never rejects anything (lower it, or set 1.0 to say so)",
+            stacklevel=3,
+        )
 
 
 def select_pseudo_labels(
@@ -44,8 +71,11 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torc
 
 def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """Mean Teacher consistency: squared difference of the softmax outputs, summed over classes, mean over batch.
-    Gradient flows into the student only (the teacher's logits are detached here)."""
-    return ((student_logits.softmax(dim=-1) - teacher_logits.detach().softmax(dim=-1)) ** 2).sum(dim=-1).mean()
+    Gradient flows into the student only (the teacher's logits are detached here). Computed in float32 outside
+    autocast: squared differences of bf16 probabilities lose most of their bits."""
+    with torch.autocast(student_logits.device.type, enabled=False):
+        student, teacher = student_logits.float().softmax(dim=-1), teacher_logits.detach().float().softmax(dim=-1)
+        return ((student - teacher) ** 2).sum(dim=-1).mean()
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:

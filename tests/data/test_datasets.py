@@ -47,3 +47,19 @@ def test_weak_and_strong_views_draw_from_distinct_streams() -> None:
     pairs = [(dataset[i]["image_weak"], dataset[i]["image_strong"]) for i in range(len(dataset))]
     assert item["image_weak"].shape == (3, 32, 32)
     assert any(not torch.equal(a, b) for a, b in pairs)
+
+
+def test_two_datasets_in_one_process_draw_distinct_augmentations() -> None:
+    # Self-training's labeled and pseudo-labeled loaders: same view name, same process seed, the same image at the
+    # k-th position must not get the same flip / rotation in both.
+    images, labels = generate_dataset(2, size=32, seed=0)
+    image = np.repeat(images[:1], 8, axis=0)  # one image everywhere: differences come from augmentation only
+    torch.manual_seed(0)
+    labeled = ImageArrayDataset(image, labels[:8], np.arange(8), {"image": build_transform("weak", 32)})
+    pool = ImageArrayDataset(
+        image, labels[:8], np.arange(100, 108), {"image": build_transform("weak", 32)}, label_key="true_label"
+    )
+    same = [torch.equal(labeled[k]["image"], pool[k]["image"]) for k in range(8)]
+    assert not all(same)
+    salted = ImageArrayDataset(image, labels[:8], np.arange(8), {"image": build_transform("weak", 32)}, seed_salt=7)
+    assert salted.seed_salt == 7

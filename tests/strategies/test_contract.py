@@ -24,9 +24,8 @@ def _backbone_grad(model: Classifier) -> float:
 
 
 def test_every_strategy_of_the_package_is_registered() -> None:
-    assert {"Supervised", "PseudoLabel", "FixMatch", "MeanTeacher", "SelfTraining", "ContrastivePretrain"} <= set(
-        STRATEGIES
-    )
+    expected = {"Supervised", "PseudoLabel", "FixMatch", "FlexMatch", "FreeMatch", "MeanTeacher", "SelfTraining"}
+    assert expected | {"ContrastivePretrain"} <= set(STRATEGIES)
     assert "PseudoLabelSkeleton" not in STRATEGIES  # a skeleton, not a strategy
 
 
@@ -72,7 +71,7 @@ def test_setup_hands_the_loader_request_to_the_data(name: str) -> None:
 
 def test_loader_requests_of_the_two_view_strategies() -> None:
     fixmatch = STRATEGIES["FixMatch"](mu=3, **COMMON).loader_request()
-    assert fixmatch.unlabeled_views == {"image_weak": "weak", "image_strong": "strong"}
+    assert fixmatch.unlabeled_views == {"image_weak": "weak", "image_strong": "randaugment"}
     assert fixmatch.unlabeled_ratio == 3.0
     assert STRATEGIES["Supervised"](**COMMON).loader_request() == LoaderRequest()
     assert ContrastivePretrain(mode="supcon", **COMMON).loader_request().unlabeled_views is None

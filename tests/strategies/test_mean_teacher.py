@@ -104,7 +104,7 @@ def test_mean_teacher_without_propagated_labels_is_plain_mean_teacher() -> None:
 
 
 def test_timm_model_ema_copies_student_batchnorm_statistics() -> None:
-    # Why mean_teacher.ema_update is hand-written: timm's ModelEmaV3 with exclude_buffers copies the student's BN
+    # Why ema.ema_update is hand-written: timm's ModelEmaV3 with exclude_buffers copies the student's BN
     # statistics into the EMA model (and without it averages them). Should timm change, revisit ema_update.
     from timm.utils import ModelEmaV3
 

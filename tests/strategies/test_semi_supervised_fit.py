@@ -115,7 +115,9 @@ def test_self_training_rounds_raise_pool_accuracy_and_mask_ratio(tmp_path: Path)
     # the pool is labeled right and more is accepted, while the accepted pseudo-labels stay as accurate (they start
     # near 98 %, so "strictly more accurate" would test noise in the third decimal).
     first, last = history[0], history[-1]
-    assert last["pool_acc"] > first["pool_acc"] + 0.05
+    # Pool accuracy after round 0 depends on the augmentation draws (95 % with per-dataset seed streams): ask for a
+    # quarter of the remaining pool errors to go, not a fixed gain that a good round 0 leaves no room for.
+    assert 1 - last["pool_acc"] < 0.75 * (1 - first["pool_acc"])
     assert last["pseudo_acc"] >= first["pseudo_acc"] - 0.02
     assert last["mask_ratio"] > first["mask_ratio"]
     assert last["accepted_correct"] > first["accepted_correct"]

@@ -1,0 +1,77 @@
+"""FlexMatch and FreeMatch thresholds against hand computations on tiny tensors; their state is in the checkpoint."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+from strategy_fakes import K
+
+from bloodcls.strategies import FlexMatch, FreeMatch
+from bloodcls.strategies.flexmatch import flexmatch_class_effects
+from bloodcls.strategies.freematch import fairness_loss, freematch_mask
+
+COMMON: dict[str, Any] = {"num_classes": K, "backbone": "bloodcls_cnn_tiny"}
+PROBS = torch.tensor([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.2, 0.15, 0.65], [0.34, 0.33, 0.33]])
+
+
+def test_flexmatch_class_effects_with_and_without_warm_up() -> None:
+    selected = torch.tensor([0, 0, 1, -1, -1, -1, -1, 0, 2])  # counts 3, 1, 1; 4 images never confident
+    assert torch.allclose(flexmatch_class_effects(selected, 3, warmup=True), torch.tensor([0.75, 0.25, 0.25]))
+    assert torch.allclose(flexmatch_class_effects(selected, 3, warmup=False), torch.tensor([1.0, 1 / 3, 1 / 3]))
+    assert torch.equal(flexmatch_class_effects(torch.full((4,), -1), 3, warmup=True), torch.zeros(3))
+
+
+def test_flexmatch_mask_uses_per_class_thresholds() -> None:
+    model = FlexMatch(threshold=0.9, **COMMON)
+    model.classwise_acc.copy_(torch.tensor([0.75, 0.25, 0.25]))
+    # thresholds 0.9 * M(beta): class 0 0.9 * 0.75 / 1.25 = 0.54, classes 1 and 2 0.9 * 0.25 / 1.75 = 0.1286
+    assert model.mask(PROBS).tolist() == [True, False, True, False]
+    model.classwise_acc.fill_(1.0)  # every class learned: FixMatch's fixed threshold
+    assert model.mask(PROBS).tolist() == [False, False, False, False]
+
+
+def test_flexmatch_observe_records_confident_predictions_and_is_in_the_checkpoint() -> None:
+    model = FlexMatch(threshold=0.55, **COMMON)
+    model.observe(PROBS, {"pool_index": torch.tensor([0, 1, 2, 5])})
+    # confident (>= 0.55): pool images 0 (class 0) and 2 (class 2); 4 of the 6 known images unused
+    assert model.selected_label.tolist() == [0, -1, 2, -1, -1, -1]
+    assert torch.allclose(model.classwise_acc, torch.tensor([0.25, 0.0, 0.25]))
+    state = model.state_dict()
+    restored = FlexMatch(threshold=0.55, **COMMON)
+    restored.load_state_dict(state)  # the pool size comes from the checkpoint
+    assert torch.equal(restored.selected_label, model.selected_label)
+    assert torch.equal(restored.classwise_acc, model.classwise_acc)
+
+
+def test_freematch_mask_is_global_times_normalised_local_threshold() -> None:
+    probs = torch.tensor([[0.45, 0.35, 0.2], [0.2, 0.35, 0.45], [0.3, 0.4, 0.3], [0.49, 0.3, 0.21]])
+    # time_p 0.5, p_model / max = (1, 0.6, 0.4): thresholds 0.5, 0.3, 0.2 for classes 0, 1, 2
+    mask = freematch_mask(probs, torch.tensor(0.5), torch.tensor([0.5, 0.3, 0.2]))
+    assert mask.tolist() == [False, True, True, False]
+
+
+def test_freematch_observe_updates_the_emas_from_one_over_k() -> None:
+    model = FreeMatch(ema_p=0.9, **COMMON)
+    model.observe(PROBS, {})
+    start = 1.0 / K
+    assert float(model.time_p) == pytest.approx(0.9 * start + 0.1 * (0.6 + 0.5 + 0.65 + 0.34) / 4)
+    assert torch.allclose(model.p_model, 0.9 * start + 0.1 * PROBS.mean(0))
+    assert torch.allclose(model.label_hist, 0.9 * start + 0.1 * torch.tensor([0.75, 0.0, 0.25]))
+    assert {"time_p", "p_model", "label_hist"} <= set(model.state_dict())
+
+
+def test_freematch_fairness_term_by_hand() -> None:
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.3, 0.2]]))
+    mask = torch.tensor([True, True, False])
+    p_model, label_hist = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.5, 0.25, 0.25])
+    # accepted strong predictions: classes 0 and 1 -> histogram (1/2, 1/2, 0); mean probability (0.4, 0.4, 0.2)
+    mean = [0.4 / 0.5, 0.4 / 0.5, 0.0]  # scaled by 1 / histogram (inf -> 0)
+    mean = [m / sum(mean) for m in mean]
+    model = [0.5 / 0.5, 0.3 / 0.25, 0.2 / 0.25]
+    model = [m / sum(model) for m in model]
+    expected = sum(p * math.log(q + 1e-12) for p, q in zip(model, mean, strict=True))
+    assert fairness_loss(logits, mask, p_model, label_hist).item() == pytest.approx(expected, rel=1e-5)
+    assert fairness_loss(logits, torch.zeros(3, dtype=torch.bool), p_model, label_hist).item() == 0.0
