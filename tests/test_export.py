@@ -119,6 +119,7 @@ def test_bad_inputs_are_one_line_errors(
     assert err.count("\n") == 0 and err.startswith("bloodcls export: error:") and message in err
 
 
+@pytest.mark.slow  # starts the console script
 def test_console_script_routes_export(tmp_path: Path) -> None:
     result = run_cli("export", "--ckpt_path", str(tmp_path / "missing.ckpt"), cwd=tmp_path, timeout=120)
     assert result.returncode == 2

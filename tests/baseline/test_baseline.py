@@ -117,6 +117,7 @@ def test_predict_proba_keeps_columns_of_classes_missing_from_training(features: 
     assert probs.shape == (3, 5) and (probs[:, 2] == 0).all()
 
 
+@pytest.mark.slow  # the whole command: segmentation, features and both classifiers on a generated folder
 def test_command_writes_the_deep_models_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     baseline_main(
         [

@@ -118,6 +118,7 @@ def test_mean_colour_alone_does_not_solve_the_task() -> None:
     assert (pred == y_te).mean() < 0.95
 
 
+@pytest.mark.slow  # an 8-epoch fit
 def test_a_tiny_cnn_learns_it() -> None:
     x_tr, y_tr = generate_dataset(100, size=32, seed=0)
     x_te, y_te = generate_dataset(40, size=32, seed=1)

@@ -11,6 +11,7 @@ from bloodcls.models.tiny_map_conv import TinyMapConv2d, use_matmul_for_tiny_map
 from bloodcls.strategies import Classifier, MeanTeacher
 
 
+@pytest.mark.slow  # torch.compile
 def test_compile_is_in_place_and_keeps_state_dict_keys() -> None:
     torch.manual_seed(0)
     eager = Classifier(num_classes=3, backbone="bloodcls_cnn_tiny").eval()

@@ -47,7 +47,12 @@ def test_every_shipped_sweep_has_a_strategy_here() -> None:
     assert SWEEPS and {s.stem for s in SWEEPS} == set(SWEEP_STRATEGY)
 
 
-@pytest.mark.parametrize("sweep_file", SWEEPS, ids=[s.stem for s in SWEEPS])
+# One sweep in the fast tier; every shipped sweep in the slow one (each resolves fit configs: seconds).
+@pytest.mark.parametrize(
+    "sweep_file",
+    [s if i == 0 else pytest.param(s, marks=pytest.mark.slow) for i, s in enumerate(sorted(SWEEPS))],
+    ids=[s.stem for s in sorted(SWEEPS)],
+)
 def test_shipped_sweeps_load_and_every_key_parses(sweep_file: Path, tmp_path: Path) -> None:
     sweep = load_sweep(sweep_file)
     assert sweep.metric.startswith("val/") and sweep.space
