@@ -50,3 +50,18 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     return subprocess.run(
         [bloodcls_exe(), *args], cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def fit_tiny_run(root: Path, backbone: str = "bloodcls_cnn_tiny", per_class: int = 12) -> Path:
+    """A 1-epoch synthetic run (quickstart config, 32 px, batch 16, no loader workers) under ``root/runs``, in
+    process; returns its best checkpoint."""
+    from bloodcls.cli import BloodCLI
+
+    args = ["fit", "--config", str(REPO / "configs/quickstart.yaml"), "--model.init_args.backbone", backbone]
+    args += ["--data.init_args.image_size", "32", "--data.source.per_class", str(per_class)]
+    args += ["--data.init_args.batch_size", "16", "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1"]
+    args += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    BloodCLI(args=[*args, "--trainer.logger.init_args.save_dir", str(root / "runs")])
+    best = root / "runs" / "quickstart" / "version_0" / "checkpoints" / "best.ckpt"
+    assert best.is_file()
+    return best

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import fit_tiny_run, run_cli
 
 onnx = pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
 ort = pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
 
-from bloodcls.cli import BloodCLI  # noqa: E402
 from bloodcls.commands.export import load_classifier  # noqa: E402
 from bloodcls.commands.export import main as export_main  # noqa: E402
 
@@ -22,35 +21,7 @@ from bloodcls.commands.export import main as export_main  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-epoch synthetic run: bloodcls_cnn_tiny, 32 px, 12 images per class; returns its best checkpoint."""
-    root = tmp_path_factory.mktemp("export_run")
-    BloodCLI(
-        args=[
-            "fit",
-            "--config",
-            str(REPO / "configs/quickstart.yaml"),
-            "--model.init_args.backbone",
-            "bloodcls_cnn_tiny",
-            "--data.init_args.image_size",
-            "32",
-            "--data.source.per_class",
-            "12",
-            "--data.init_args.batch_size",
-            "16",
-            "--data.init_args.num_workers",
-            "0",
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
-            "--trainer.logger.init_args.save_dir",
-            str(root / "runs"),
-        ]
-    )
-    best = root / "runs" / "quickstart" / "version_0" / "checkpoints" / "best.ckpt"
-    assert best.is_file()
-    return best
+    return fit_tiny_run(tmp_path_factory.mktemp("export_run"))
 
 
 @pytest.mark.slow  # fits a tiny run, exports it to ONNX

@@ -6,46 +6,18 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import fit_tiny_run
 from PIL import Image
 
 pytest.importorskip("pytorch_grad_cam", reason="the explain extra (grad-cam) is not installed")
 
-from bloodcls.cli import BloodCLI  # noqa: E402
 from bloodcls.commands.explain import main as explain_main  # noqa: E402
 from bloodcls.data.synthetic import write_image_folder  # noqa: E402
 
 
 def _fit(root: Path, backbone: str) -> Path:
     """A 1-epoch synthetic run at 32 px, 8 images per class; returns its best checkpoint."""
-    BloodCLI(
-        args=[
-            "fit",
-            "--config",
-            str(REPO / "configs/quickstart.yaml"),
-            "--model.init_args.backbone",
-            backbone,
-            "--data.init_args.image_size",
-            "32",
-            "--data.source.per_class",
-            "8",
-            "--data.init_args.batch_size",
-            "16",
-            "--data.init_args.num_workers",
-            "0",
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
-            "--trainer.logger.init_args.save_dir",
-            str(root / "runs"),
-        ]
-    )
-    best = root / "runs" / "quickstart" / "version_0" / "checkpoints" / "best.ckpt"
-    assert best.is_file()
-    return best
+    return fit_tiny_run(root, backbone, per_class=8)
 
 
 @pytest.fixture(scope="module")
