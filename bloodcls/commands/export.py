@@ -38,14 +38,15 @@ DEFAULT_TOLERANCE = 1e-4
 
 class ProbabilitiesModel(nn.Module):
     """The exported function: uint8 images (B, 3, S, S) -> class probabilities (B, K), through the strategy's own
-    ``forward`` (so e.g. Mean Teacher exports its teacher when it evaluates with it)."""
+    ``eval_probabilities`` (so e.g. Mean Teacher exports its teacher when it evaluates with it, and the
+    checkpoint's temperature and test-time augmentation are in the graph)."""
 
-    def __init__(self, classifier: nn.Module) -> None:
+    def __init__(self, classifier: Any) -> None:  # a bloodcls Classifier (imported lazily: torch-free CLI start)
         super().__init__()
         self.classifier = classifier
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(images).float().softmax(dim=1)  # (B, K)
+        return self.classifier.eval_probabilities(images)  # (B, K)
 
 
 @dataclass

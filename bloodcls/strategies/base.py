@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from bloodcls.data.interface import LoaderRequest, TrainingData, training_data
 from bloodcls.data.sampling import ClassWeighting, class_weights
 from bloodcls.errors import UserInputError
+from bloodcls.inference import InferenceSettings, tta_probabilities
 from bloodcls.models import create_backbone
 from bloodcls.models.tiny_map_conv import use_matmul_for_tiny_maps
 from bloodcls.strategies.backbones import backbone, frozen_copy, load_backbone_checkpoint
@@ -173,6 +174,9 @@ class Classifier(L.LightningModule):
         # integer sample count by the world size on gloo, which is wrong for uneven DDP evaluation shards.
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
+        # Post-hoc settings (temperature, referral threshold, default TTA): not hyperparameters -- `bloodcls
+        # calibrate` fits them after training -- so they travel in checkpoint["bloodcls"]["inference"].
+        self.inference = InferenceSettings()
 
     # ------------------------------------------------------------------ forward
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -188,6 +192,15 @@ class Classifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         net = self.net if self.training else self.eval_network()
         return net(self.preprocess(images))  # (B, K) logits
+
+    def eval_probabilities(self, images: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Class probabilities (B, K) as test, predict, export and the Python API give them: the evaluation network,
+        test-time augmentation and temperature of ``self.inference``. ``logits``: this batch's plain forward,
+        reused when no TTA is on."""
+        settings = self.inference
+        if settings.tta == "none" and logits is not None:
+            return (logits.float() / settings.temperature).softmax(dim=1)
+        return tta_probabilities(self.forward, images, settings.tta, settings.temperature)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logit features (B, D), for label propagation and contrastive heads."""
@@ -281,14 +294,16 @@ class Classifier(L.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])
-        self.test_metrics.update(logits, batch["label"])
+        probs = self.eval_probabilities(batch["image"], logits)
+        self.test_metrics.update(probs, batch["label"])  # TTA changes decisions; temperature does not
         self.test_loss.update(self.supervised_loss(logits, batch["label"]), weight=len(logits))
         self.log("test/loss", self.test_loss, batch_size=len(logits))
         self.log_dict(self.test_metrics, batch_size=len(logits))
-        return {"probs": logits.float().softmax(dim=1), "label": batch["label"], "index": batch["index"]}
+        # logits: the plain (untempered, un-augmented) forward, for the report's before / after calibration view
+        return {"probs": probs, "logits": logits.float(), "label": batch["label"], "index": batch["index"]}
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        return {"probs": self(batch["image"]).float().softmax(dim=1), "index": batch["index"]}
+        return {"probs": self.eval_probabilities(batch["image"]), "index": batch["index"]}
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
@@ -314,4 +329,7 @@ class Classifier(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["bloodcls"] = {"class_names": self.class_names}
+        checkpoint["bloodcls"] = {"class_names": self.class_names, "inference": self.inference.to_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.inference = InferenceSettings.from_dict(checkpoint.get("bloodcls", {}).get("inference"))
