@@ -16,6 +16,7 @@ from bloodcls.strategies.freematch import FreeMatch
 from bloodcls.strategies.mean_teacher import MeanTeacher
 from bloodcls.strategies.pseudo_label import PseudoLabel
 from bloodcls.strategies.self_training import SelfTraining
+from bloodcls.strategies.softmatch import SoftMatch
 from bloodcls.strategies.ssl_base import PseudoLabelSkeleton
 from bloodcls.strategies.supervised import Supervised
 
@@ -32,6 +33,7 @@ __all__ = [
     "PseudoLabel",
     "PseudoLabelSkeleton",
     "SelfTraining",
+    "SoftMatch",
     "Supervised",
     "UnlabeledOutput",
     "registered_strategies",

@@ -9,9 +9,10 @@ import pytest
 import torch
 from strategy_fakes import K
 
-from bloodcls.strategies import FlexMatch, FreeMatch
+from bloodcls.strategies import FlexMatch, FreeMatch, SoftMatch
 from bloodcls.strategies.flexmatch import flexmatch_class_effects
 from bloodcls.strategies.freematch import fairness_loss, freematch_mask
+from bloodcls.strategies.softmatch import softmatch_weights
 
 COMMON: dict[str, Any] = {"num_classes": K, "backbone": "bloodcls_cnn_tiny"}
 PROBS = torch.tensor([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.2, 0.15, 0.65], [0.34, 0.33, 0.33]])
@@ -75,3 +76,41 @@ def test_freematch_fairness_term_by_hand() -> None:
     expected = sum(p * math.log(q + 1e-12) for p, q in zip(model, mean, strict=True))
     assert fairness_loss(logits, mask, p_model, label_hist).item() == pytest.approx(expected, rel=1e-5)
     assert fairness_loss(logits, torch.zeros(3, dtype=torch.bool), p_model, label_hist).item() == 0.0
+
+
+def test_softmatch_weights_are_one_above_the_mean_and_a_truncated_gaussian_below() -> None:
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.34, 0.33, 0.33]])
+    mu, var, n_sigma = torch.tensor(0.6), torch.tensor(0.04), 2.0
+    weights = softmatch_weights(probs, mu, var, n_sigma)
+    by_hand = [1.0, math.exp(-(0.1**2) / (2 * 0.04 / 4)), math.exp(-(0.26**2) / (2 * 0.04 / 4))]
+    assert weights.tolist() == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_softmatch_observe_tracks_mean_and_unbiased_variance_and_weights_respond() -> None:
+    model = SoftMatch(ema_p=0.9, **COMMON)
+    assert float(model.conf_mean) == pytest.approx(1.0 / K) and float(model.conf_var) == 1.0
+    model.observe(PROBS, {})
+    confidence = torch.tensor([0.6, 0.5, 0.65, 0.34])
+    assert float(model.conf_mean) == pytest.approx(0.9 / K + 0.1 * float(confidence.mean()))
+    assert float(model.conf_var) == pytest.approx(0.9 + 0.1 * float(confidence.var(unbiased=True)))
+    assert {"conf_mean", "conf_var"} <= set(model.state_dict())
+    # A wide variance weighs everything near 1; a narrow one below a high mean weighs the uncertain rows down.
+    model.conf_mean.fill_(0.62)
+    model.conf_var.fill_(1.0)
+    assert bool((model.mask(PROBS) > 0.85).all())
+    model.conf_var.fill_(0.001)
+    weights = model.mask(PROBS)
+    assert weights[2] == 1.0 and weights[3] < 0.01
+
+
+def test_softmatch_unlabeled_loss_is_the_weighted_batch_mean_with_gradient() -> None:
+    torch.manual_seed(0)
+    model = SoftMatch(ema_p=0.0, **COMMON)  # ema_p 0: this batch's statistics
+    logits = torch.randn(4, K, requires_grad=True)
+    out = model.unlabeled_output(logits, PROBS, {})
+    confidence = torch.tensor([0.6, 0.5, 0.65, 0.34])
+    weights = softmatch_weights(PROBS, confidence.mean(), confidence.var(unbiased=True), 2.0)
+    ce = torch.nn.functional.cross_entropy(logits, PROBS.argmax(1), reduction="none")
+    assert out.loss.item() == pytest.approx(float((ce * weights).sum() / 4), rel=1e-5)  # over all 4, not sum(w)
+    out.loss.backward()
+    assert logits.grad is not None and bool(logits.grad.abs().sum() > 0)

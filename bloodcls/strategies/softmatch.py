@@ -1,0 +1,74 @@
+"""SoftMatch (Chen et al., ICLR 2023): FixMatch with soft per-sample weights instead of a hard threshold.
+
+The weight of an unlabeled image whose weak-view confidence is p is 1 when p >= mu_t and
+exp(-(p - mu_t)^2 / (2 sigma_t^2 / n_sigma^2)) below it: a truncated Gaussian over confidence, so uncertain
+pseudo-labels still teach a little (quantity) while the confident ones dominate (quality). mu_t and sigma_t^2 are
+EMAs (momentum ``ema_p``) of the batch mean and unbiased variance of the weak-view confidence, starting at 1/K and
+1 as in USB's reference code; they are buffers (in the checkpoint), averaged over the DDP ranks.
+
+The paper's uniform alignment is FixMatch's distribution alignment towards a uniform target
+(``distribution_alignment: true``); it stays off by default for the reason given in ``fixmatch.py`` (the PBC pool is
+not uniform).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bloodcls.strategies.base import Batch, UnlabeledOutput
+from bloodcls.strategies.ema import all_reduce_mean
+from bloodcls.strategies.fixmatch import FixMatch
+from bloodcls.strategies.ssl_losses import pseudo_label_stats
+
+
+def softmatch_weights(probs: torch.Tensor, mu: torch.Tensor, var: torch.Tensor, n_sigma: float) -> torch.Tensor:
+    """Float (B,): 1 at confidence >= mu, the truncated Gaussian exp(-(p - mu)^2 / (2 var / n_sigma^2)) below."""
+    confidence = probs.max(dim=-1).values.float()
+    below = torch.clamp(confidence - mu, max=0.0)
+    return torch.exp(-(below**2) / (2 * var / n_sigma**2))
+
+
+class SoftMatch(FixMatch):
+    """Args:
+    ema_p: momentum of the confidence mean / variance EMAs.
+    n_sigma: width of the Gaussian in standard deviations (the paper's lambda_max = 1 weight at mu - 0 sigma,
+        exp(-n_sigma^2 / 2) at mu - sigma).
+    **kwargs: the ``FixMatch`` arguments (``threshold`` is unused: weights are soft) and the ``Classifier`` ones.
+    """
+
+    conf_mean: torch.Tensor
+    conf_var: torch.Tensor
+
+    def __init__(self, ema_p: float = 0.999, n_sigma: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 <= ema_p < 1.0:
+            raise ValueError(f"model.ema_p={ema_p} must be in [0, 1)")
+        self.ema_p = ema_p
+        self.n_sigma = n_sigma
+        self.register_buffer("conf_mean", torch.tensor(1.0 / self.num_classes))
+        self.register_buffer("conf_var", torch.tensor(1.0))
+
+    def observe(self, probs: torch.Tensor, batch: Batch) -> None:
+        confidence = probs.max(dim=-1).values.float()
+        var = confidence.var(unbiased=True) if len(confidence) > 1 else confidence.new_zeros(())
+        stats = all_reduce_mean(torch.stack([confidence.mean(), var]), self._trainer).to(self.conf_mean)
+        self.conf_mean.mul_(self.ema_p).add_(stats[0], alpha=1 - self.ema_p)
+        self.conf_var.mul_(self.ema_p).add_(stats[1], alpha=1 - self.ema_p)
+
+    def mask(self, probs: torch.Tensor) -> torch.Tensor:
+        """Soft weights (B,) in (0, 1]; ``masked_cross_entropy`` takes them as per-sample weights."""
+        mean, var = self.conf_mean.to(probs.device), self.conf_var.to(probs.device)
+        return softmatch_weights(probs, mean, var.clamp_min(1e-12), self.n_sigma)
+
+    def unlabeled_output(self, logits: torch.Tensor, probs: torch.Tensor, batch: Batch) -> UnlabeledOutput:
+        with torch.no_grad():
+            self.observe(probs, batch)
+            targets, weights = self.pseudo_targets(probs), self.mask(probs)
+        loss = self.masked_loss(logits, targets, weights)
+        # "Accepted" for the logged counts: weight of at least one half (the weights themselves are soft).
+        stats = pseudo_label_stats(targets, weights >= 0.5, batch.get("true_label"), self.class_names)
+        stats["mean_weight"] = weights.float().mean()
+        stats["conf_mean"], stats["conf_var"] = self.conf_mean.clone(), self.conf_var.clone()
+        return UnlabeledOutput(loss, self.unlabeled_weight(), stats)
