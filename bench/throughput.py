@@ -83,6 +83,7 @@ class Window:
     rss_start_mib: float  # this process's RSS when the phase started
     peak_rss_mib: float  # its peak during the phase
     workers_uss_mib: float
+    mean_loss: float = float("nan")  # training loss over the timed steps: a window that does not learn is no speed
 
 
 @dataclass
@@ -132,7 +133,7 @@ class ReferenceLoop:
         flip = torch.rand(len(x), generator=self.generator) < 0.5  # (B,) one coin per image
         return torch.where(flip.view(-1, 1, 1, 1), x.flip(dim), x)
 
-    def step(self) -> None:
+    def step(self) -> float:
         idx = next(self.batches)
         x = self._flip(self._flip(self.images[idx], 3), 2)  # (B, 3, S, S) uint8, h- then v-flips
         x = x.to(self.device, non_blocking=True)
@@ -144,6 +145,7 @@ class ReferenceLoop:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        return float(loss.detach())
 
     def window(self, warmup: int, steps: int) -> Window:
         reset_peak_rss()
@@ -153,12 +155,11 @@ class ReferenceLoop:
             self.step()
         _sync(self.device)
         t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            self.step()
+        losses = [self.step() for _ in range(steps)]
         _sync(self.device)
         t1, c1 = time.perf_counter(), time.process_time()
         n = steps * self.batch_size
-        return Window(n / (t1 - t0), n / (c1 - c0), t0 - start, rss_start, peak_rss_mib(), 0.0)
+        return Window(n / (t1 - t0), n / (c1 - c0), t0 - start, rss_start, peak_rss_mib(), 0.0, mean(losses))
 
 
 # ---------------------------------------------------------------------------------------------- (b), (c) bloodcls
@@ -172,9 +173,13 @@ class StepTimer(Callback):
         self.t_fit = self.t0 = self.t1 = self.c0 = self.c1 = float("nan")
         self.workers_uss = 0.0
         self.rss_start = float("nan")
+        self.losses: list[float] = []
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
         self.seen += 1
+        if self.warmup < self.seen <= self.warmup + self.steps:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            self.losses.append(float(loss.detach()) if isinstance(loss, torch.Tensor) else float("nan"))
         if self.seen == self.warmup:
             _sync(pl_module.device)
             self.t0, self.c0 = time.perf_counter(), time.process_time()
@@ -189,7 +194,7 @@ class StepTimer(Callback):
             raise RuntimeError(f"the fit ran {self.seen} steps, fewer than warmup + steps; lower --steps")
         n = self.steps * self.batch_size
         rates = (n / (self.t1 - self.t0), n / (self.c1 - self.c0))
-        return Window(*rates, self.t0 - self.t_fit, self.rss_start, peak_rss_mib(), self.workers_uss)
+        return Window(*rates, self.t0 - self.t_fit, self.rss_start, peak_rss_mib(), self.workers_uss, mean(self.losses))
 
 
 class BloodclsFit:
@@ -263,6 +268,19 @@ def build_phases(args: argparse.Namespace) -> list[Phase]:
     return phases
 
 
+def mean(values: list[float]) -> float:
+    """Arithmetic mean; NaN when any value is NaN / inf or there is none (a diverged window stays visible)."""
+    return float(np.mean(values)) if values and all(np.isfinite(values)) else float("nan")
+
+
+def learned(phase: Phase) -> bool:
+    """Every timed window of ``phase`` had a finite training loss."""
+    return bool(phase.windows) and all(np.isfinite(w.mean_loss) for w in phase.windows)
+
+
+NOT_LEARNING = "training loss was not finite in some timed window: no speed figure from a run that does not learn"
+
+
 def summarize(phases: list[Phase], args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     rows = [{"config": p.name, "round": r, **vars(w)} for p in phases for r, w in enumerate(p.windows, start=1)]
     per_config = {
@@ -277,16 +295,22 @@ def summarize(phases: list[Phase], args: argparse.Namespace) -> tuple[dict[str, 
             # Round 1 builds this configuration's model, optimizer and data: its own footprint.
             "first_round_rss_growth_mib": p.windows[0].peak_rss_mib - p.windows[0].rss_start_mib if p.windows else None,
             "workers_uss_mib": max((w.workers_uss_mib for w in p.windows), default=None),
+            "mean_loss_rounds": [round(w.mean_loss, 4) for w in p.windows],
+            "refused": None if learned(p) else NOT_LEARNING,
         }
         for p in phases
     }
+    for config in per_config.values():  # a run that does not learn gets no speed figure and no ratio
+        if config["refused"]:
+            config["images_per_s_median"] = config["images_per_cpu_s_median"] = None
     ratios: dict[str, float] = {}
     cpu_ratios: dict[str, float] = {}
-    if "a" in per_config:
+    if "a" in per_config and not per_config["a"]["refused"]:
         base = per_config["a"]["images_per_s_median"]
-        ratios = {f"{n}/a": per_config[n]["images_per_s_median"] / base for n in per_config if n != "a"}
         base_cpu = per_config["a"]["images_per_cpu_s_median"]
-        cpu_ratios = {f"{n}/a": per_config[n]["images_per_cpu_s_median"] / base_cpu for n in per_config if n != "a"}
+        timed = [n for n in per_config if n != "a" and not per_config[n]["refused"]]
+        ratios = {f"{n}/a": per_config[n]["images_per_s_median"] / base for n in timed}
+        cpu_ratios = {f"{n}/a": per_config[n]["images_per_cpu_s_median"] / base_cpu for n in timed}
     summary = {
         "benchmark": "throughput",
         "command": " ".join([sys.executable, *sys.argv]),
@@ -307,6 +331,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"{summary['settings']['steps']} steps; load avg {summary['machine']['load_avg_1_5_15']})"
     )
     for name, c in summary["configs"].items():
+        if c["refused"]:
+            print(f"  ({name}) REFUSED: {c['refused']} (losses {c['mean_loss_rounds']}) -- {c['description']}")
+            continue
         print(
             f"  ({name}) {c['images_per_s_median']:8.1f} img/s ({c['images_per_cpu_s_median']:.1f} per CPU-s)  "
             f"rounds {c['images_per_s_rounds']}  "
@@ -361,8 +388,8 @@ def main(argv: list[str] | None = None) -> None:
             window = phase.run(args.warmup, args.steps)
             phase.windows.append(window)
             print(
-                f"[round {r}] ({phase.name}) {window.images_per_s:.1f} img/s, startup {window.startup_s:.1f}s, "
-                f"peak RSS {window.peak_rss_mib:.0f} MiB",
+                f"[round {r}] ({phase.name}) {window.images_per_s:.1f} img/s, loss {window.mean_loss:.4f}, "
+                f"startup {window.startup_s:.1f}s, peak RSS {window.peak_rss_mib:.0f} MiB",
                 flush=True,
             )
     summary, rows = summarize(phases, args)
