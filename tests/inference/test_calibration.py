@@ -59,7 +59,7 @@ def test_temperature_divides_the_logits() -> None:
     expected = torch.tensor(logits / 4.0).softmax(dim=1).numpy()
     np.testing.assert_allclose(tempered_probabilities(logits, 4.0), expected, rtol=1e-12)
     # The NLL at T is -log of that probability of the true class.
-    assert temperature_nll(logits, [1], 4.0) == pytest.approx(-math.log(expected[0, 1]))
+    assert temperature_nll(logits, np.array([1]), 4.0) == pytest.approx(-math.log(expected[0, 1]))
 
 
 def test_an_underconfident_model_gets_a_temperature_below_one() -> None:
@@ -83,9 +83,10 @@ def test_temperature_fit_over_tta_views_minimises_the_nll_of_the_averaged_softma
 
 def test_a_perfectly_separated_validation_set_keeps_a_finite_temperature() -> None:
     logits = np.array([[5.0, 0.0], [0.0, 5.0]] * 10)
-    t = fit_temperature(logits, [0, 1] * 10)
+    labels = np.array([0, 1] * 10)
+    t = fit_temperature(logits, labels)
     assert T_MIN <= t < 0.2  # sharper is always better here; the search stops where the NLL is flat at ~0
-    assert temperature_nll(logits, [0, 1] * 10, t) < 1e-9
+    assert temperature_nll(logits, labels, t) < 1e-9
 
 
 def test_nll_brier_and_ece_against_hand_computed_values() -> None:
