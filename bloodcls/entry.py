@@ -21,6 +21,7 @@ TOOL_COMMANDS: dict[str, str] = {
     "tune": "Ray Tune sweep over any config key (--config base.yaml --sweep sweep.yaml)",
     "export": "export a checkpoint to ONNX (with an ONNX Runtime parity check)",
     "explain": "class activation maps (Grad-CAM, Grad-CAM++, EigenCAM, Score-CAM) of a checkpoint's predictions",
+    "calibrate": "fit a checkpoint's temperature and referral threshold on its validation split (stored in it)",
     "summarize": "mean +- std of test metrics over runs (k-fold folds, seeds)",
 }
 

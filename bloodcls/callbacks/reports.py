@@ -24,6 +24,7 @@ from bloodcls.evaluation.report import clear_report, print_report, write_report
 from bloodcls.io import atomic_open, remove_outputs, write_csv
 
 SKIPPED_CSV = "predictions_skipped.csv"
+NEEDS_REVIEW = "needs_review"  # predictions.csv column (true / false), present when the checkpoint has a threshold
 
 
 def _class_names(trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
@@ -66,7 +67,8 @@ class TestReport(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if isinstance(outputs, dict) and "probs" in outputs:
-            self._outputs.append({k: v.detach().cpu() for k, v in outputs.items() if k in ("probs", "label", "index")})
+            keep = ("probs", "logits", "label", "index")
+            self._outputs.append({k: v.detach().cpu() for k, v in outputs.items() if k in keep})
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         local = {k: torch.cat([o[k] for o in self._outputs]) for k in self._outputs[0]} if self._outputs else None
@@ -90,7 +92,21 @@ class TestReport(Callback):
             extra["data"]["n_duplicate_groups"] = len(report["duplicate_groups"])
             extra["data"]["n_label_conflicts"] = len(report["label_conflicts"])
         names = _class_names(trainer, pl_module)
-        metrics = write_report(out_dir, probs.numpy(), labels.numpy(), names, paths=paths, extra=extra)
+        settings = getattr(pl_module, "inference", None)
+        if settings is not None:
+            extra["inference"] = {k: v for k, v in settings.to_dict().items() if k != "fitted_on"}
+        logits = gathered["logits"].cpu().numpy() if "logits" in gathered else None
+        metrics = write_report(
+            out_dir,
+            probs.numpy(),
+            labels.numpy(),
+            names,
+            paths=paths,
+            extra=extra,
+            logits=logits,
+            temperature=settings.temperature if settings is not None else 1.0,
+            review_threshold=settings.review_threshold if settings is not None else None,
+        )
         self.last_metrics = metrics
         log_test_report(trainer.loggers, out_dir, metrics, labels.numpy(), probs.numpy().argmax(axis=1), names)
         if self.print_table:
@@ -99,7 +115,9 @@ class TestReport(Callback):
 
 
 class PredictionsCSV(BasePredictionWriter):
-    """Writes ``predictions.csv`` (path, predicted class, confidence, one probability column per class)."""
+    """Writes ``predictions.csv``: path, predicted class, confidence, ``needs_review`` (``true`` when the confidence is
+    below the checkpoint's review threshold; the column is there only when the checkpoint has one), one probability
+    column per class."""
 
     def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="epoch")
@@ -140,12 +158,18 @@ class PredictionsCSV(BasePredictionWriter):
         names = _class_names(trainer, pl_module)
         data = evaluation_data(trainer)
         ids = data.predict_paths() if data is not None else [str(i) for i in range(int(index.max()) + 1)]
+        settings = getattr(pl_module, "inference", None)
+        threshold = settings.review_threshold if settings is not None else None
+        # needs_review only where the checkpoint has a referral threshold (bloodcls calibrate --target_accuracy):
+        # without one there is no decision to record, and an all-false column would read as "all trusted".
+        review = [] if threshold is None else [NEEDS_REVIEW]
         with atomic_open(path, newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["path", "pred", "confidence", *[f"prob_{n}" for n in names]])
+            writer.writerow(["path", "pred", "confidence", *review, *[f"prob_{n}" for n in names]])
             for row, p in zip(index.tolist(), probs, strict=True):  # gather_rows dropped DDP padding repeats
                 k = int(p.argmax())
-                writer.writerow([ids[row], names[k], f"{float(p[k]):.6f}", *[f"{float(v):.6f}" for v in p]])
+                flag = [] if threshold is None else [str(float(p[k]) < threshold).lower()]
+                writer.writerow([ids[row], names[k], f"{float(p[k]):.6f}", *flag, *[f"{float(v):.6f}" for v in p]])
         skipped = data.predict_skipped() if data is not None else []
         if skipped:
             write_csv(path.with_name(SKIPPED_CSV), ["path", "reason"], skipped)

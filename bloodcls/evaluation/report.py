@@ -20,8 +20,10 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.metrics import auc, roc_curve
 
+from bloodcls.evaluation.calibration_report import CALIBRATION_REPORT_FILES, write_calibration_report
 from bloodcls.evaluation.metrics import (
     ArrayLike,
+    _to_numpy,
     calibration_bins,
     classification_metrics,
     roc_curves,
@@ -250,7 +252,7 @@ def _write_predictions_csv(
 
 def clear_report(out_dir: str | Path) -> None:
     """Remove the files of an earlier report in ``out_dir`` (before a new test writes its own)."""
-    remove_outputs(*(Path(out_dir) / name for name in REPORT_FILES))
+    remove_outputs(*(Path(out_dir) / name for name in (*REPORT_FILES, *CALIBRATION_REPORT_FILES)))
 
 
 def write_report(
@@ -261,6 +263,9 @@ def write_report(
     *,
     paths: Sequence[str] | None = None,
     extra: dict[str, Any] | None = None,
+    logits: ArrayLike | None = None,
+    temperature: float = 1.0,
+    review_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Write the full test report into ``out_dir`` (created if needed) and return what went into metrics.json.
 
@@ -268,6 +273,11 @@ def write_report(
     ``per_class.csv``, ``confusion_matrix.png``, ``roc.png``, ``calibration.png`` and, when ``paths`` is
     given (one per sample, in the order of ``probs``), ``test_predictions.csv`` with class names in the
     ``label`` / ``pred`` columns.
+
+    Calibration and referral (``bloodcls.evaluation.calibration_report``): ``coverage.png`` and metrics.json's
+    ``referral`` (coverage and accuracy at ``review_threshold``) always; with the plain ``logits`` of the same samples
+    and a ``temperature`` other than 1, metrics.json's ``calibration`` (NLL / ECE / Brier of softmax(logits) and of
+    ``probs``) and ``reliability_before_after.png``.
     """
     class_names = [str(c) for c in class_names]
     metrics = classification_metrics(probs, targets, class_names)  # validates before anything is written
@@ -278,7 +288,11 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clear_report(out)  # no file of an earlier report (e.g. its test_predictions.csv) may sit beside this one
-    result = {**metrics, "run": dict(extra or {})}
+    plain = None if logits is None else _to_numpy(logits, np.float64)
+    if plain is not None and plain.shape != p.shape:
+        raise ValueError(f"logits has shape {plain.shape} but probs has {p.shape}")
+    sections = write_calibration_report(out, p, t, plain, temperature, review_threshold)
+    result = {**metrics, **sections, "run": dict(extra or {})}
     write_json(out / "metrics.json", result)  # Path values in the run info (checkpoint) become strings
     _write_per_class_csv(metrics["per_class"], out / "per_class.csv")
     _plot_confusion(np.asarray(metrics["confusion_matrix"]), class_names, out / "confusion_matrix.png")
@@ -306,6 +320,14 @@ def print_report(metrics: dict[str, Any], console: Console | None = None, title:
     head.add_row("Macro-F1", _pct(metrics["macro_f1"]))
     head.add_row("AUROC (macro, one-vs-rest)", _pct(metrics["auroc"]))
     head.add_row("ECE (15 bins)", _pct(metrics["ece"]))
+    calibration = metrics.get("calibration")
+    if calibration:
+        head.add_row("ECE before calibration", _pct(calibration["before"]["ece"]))
+        head.add_row("Temperature", f"{calibration['temperature']:.3f}")
+    referral = metrics.get("referral") or {}
+    if referral.get("review_threshold") is not None:
+        head.add_row(f"Accepted (confidence >= {referral['review_threshold']:.3f})", _pct(referral["coverage"]))
+        head.add_row("Accuracy of accepted", _pct(referral["accuracy"]))
     console.print(head)
 
     per = Table(title="Per class", title_justify="left")

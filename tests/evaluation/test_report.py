@@ -182,6 +182,7 @@ def test_a_latin1_path_and_a_new_report_without_paths(tmp_path: Path, case: tupl
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "calibration.png",
         "confusion_matrix.png",
+        "coverage.png",
         "metrics.json",
         "notes.txt",
         "per_class.csv",
