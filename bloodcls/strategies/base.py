@@ -333,3 +333,8 @@ class Classifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.inference = InferenceSettings.from_dict(checkpoint.get("bloodcls", {}).get("inference"))
+
+    def on_fit_start(self) -> None:
+        # Temperature and referral threshold were fitted to the weights of the checkpoint a fit may resume from;
+        # training changes the weights, so they are dropped (CalibrateAfterFit fits new ones at the end).
+        self.inference = InferenceSettings()

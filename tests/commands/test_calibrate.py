@@ -184,3 +184,11 @@ def test_calibrate_after_fit_calibrates_best_and_last(tmp_path: Path) -> None:
         settings = InferenceSettings.from_dict(load_checkpoint(checkpoints / name)["bloodcls"]["inference"])
         assert settings.fitted_on["split"] == "val" and settings.target_accuracy == 0.2
         assert settings.temperature != 1.0
+
+    # Resuming changes the weights: the settings fitted to the old ones are dropped, not carried into new checkpoints.
+    resume = [*args[:3], *args[5:]]  # without the calibration callback
+    resume[resume.index("--trainer.max_epochs") + 1] = "2"
+    BloodCLI(args=[*resume, "--ckpt_path", str(checkpoints / "last.ckpt")])
+    resumed = load_checkpoint(checkpoints.parent.parent / "version_1" / "checkpoints" / "last.ckpt")
+    assert resumed["epoch"] == 1
+    assert InferenceSettings.from_dict(resumed["bloodcls"]["inference"]) == InferenceSettings()
