@@ -298,3 +298,22 @@ def log_test_report(
         for file in REPORT_FILES:
             if (out_dir / file).is_file():
                 save_quietly(run, out_dir / file, out_dir.parent, "now")
+
+
+def log_html_report(loggers: Iterable[Logger], path: Path, gallery: Sequence[tuple[str, np.ndarray]]) -> None:
+    """The HTML report (``report.html`` / ``predict.html``) as a ``wandb.Html`` panel, and the CAM gallery's image |
+    CAM pairs as images (``test/cam_gallery/correct``, ``.../mistake``); rank 0 only, like the report."""
+    targets_loggers = wandb_loggers(loggers)
+    if not targets_loggers:
+        return
+    import wandb
+
+    stage = "predict" if path.name.startswith("predict") else "test"
+    payload: dict[str, Any] = {f"{stage}/html_report": wandb.Html(path.read_text(encoding="utf-8"), inject=False)}
+    for kind in ("correct", "mistake"):
+        pairs = [pair for k, pair in gallery if k == kind]
+        if pairs:
+            payload[f"{stage}/cam_gallery/{kind}"] = [wandb.Image(pair) for pair in pairs]
+    for logger in targets_loggers:
+        logger.experiment.log(payload)
+        save_quietly(logger.experiment, path, path.parent.parent, "now")
