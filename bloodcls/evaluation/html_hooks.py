@@ -23,10 +23,10 @@ def write_html_report(
     if collector is not None:
         data = evaluation_data(trainer)
         gallery = build_gallery(collector, pl_module, data.sample_ids() if data is not None else None)
-        if trainer.world_size > 1 and gallery.message is None:
+        if getattr(trainer, "world_size", 1) > 1 and gallery.message is None:
             gallery.scope = f"from rank 0's shard of the test split ({collector.seen} images)"
     path = write_test_html(out_dir, gallery)
-    log_html_report(trainer.loggers, path, [(c.kind, c.pair) for c in gallery.cells] if gallery else [])
+    log_html_report(getattr(trainer, "loggers", []), path, [(c.kind, c.pair) for c in gallery.cells] if gallery else [])
     rank_zero_info(f"HTML report written to {path}")
     return path
 
@@ -38,5 +38,5 @@ def write_predict_report(csv_path: str | Path, trainer: L.Trainer, pl_module: L.
     settings = getattr(pl_module, "inference", None)
     threshold = getattr(settings, "review_threshold", None)
     path = write_predict_html(csv_path, skipped, threshold)
-    log_html_report(trainer.loggers, path, [])
+    log_html_report(getattr(trainer, "loggers", []), path, [])
     return path

@@ -35,7 +35,7 @@ img.plot { max-width: 100%; height: auto; display: block; margin: 0.4em 0 1em; b
 figure { margin: 0; width: 200px; font-size: 0.8em; }
 figure img { width: 200px; height: auto; image-rendering: pixelated; display: block; }
 figure.thumb, figure.thumb img { width: 112px; }
-figcaption { color: #39424b; word-break: break-all; }
+figcaption { color: #39424b; overflow-wrap: anywhere; }
 pre { background: #f6f8fa; padding: 0.7em; overflow-x: auto; font-size: 0.82em; max-height: 30em; }
 details { margin: 0.4em 0 0.8em; }
 summary { cursor: pointer; font-weight: 600; }
