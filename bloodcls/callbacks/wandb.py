@@ -32,15 +32,8 @@ DEFAULT_HOST = "api.wandb.ai"
 OFFLINE_MODES = ("offline", "dryrun")
 RUN_FILES_AT_START = ("config.yaml", "split.csv", "data_report.json")
 RUN_FILES_AT_END = ("metrics.csv", "hparams.yaml")  # still growing during the run: uploaded when it finishes
-REPORT_FILES = (
-    "metrics.json",
-    "per_class.csv",
-    "test_predictions.csv",
-    "confusion_matrix.png",
-    "roc.png",
-    "calibration.png",
-)
 REPORT_PLOTS = {"confusion_matrix": "confusion_matrix.png", "roc": "roc.png", "calibration": "calibration.png"}
+REPORT_FILES = ("metrics.json", "per_class.csv", "test_predictions.csv", *REPORT_PLOTS.values())
 # Scalars of metrics.json that Lightning's test/* metrics do not already carry, under their W&B names.
 REPORT_SCALARS = {"auroc": "test/macro_auroc", "nll": "test/nll", "ece": "test/ece", "n": "test/n_images"}
 
@@ -301,8 +294,7 @@ def log_test_report(
 
 
 def log_html_report(loggers: Iterable[Logger], path: Path, gallery: Sequence[tuple[str, np.ndarray]]) -> None:
-    """The HTML report (``report.html`` / ``predict.html``) as a ``wandb.Html`` panel, and the CAM gallery's image |
-    CAM pairs as images (``test/cam_gallery/correct``, ``.../mistake``); rank 0 only, like the report."""
+    """An HTML report as a ``wandb.Html`` panel and file, and the CAM gallery's (kind, image | CAM) pairs; rank 0."""
     targets_loggers = wandb_loggers(loggers)
     if not targets_loggers:
         return

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 
 from bloodcls.evaluation.html_page import figure_img, new_figure, note
-from bloodcls.evaluation.report import _class_colors
 
 ACCEPTED = "train/accepted/"
 PSEUDO_ACC = "train/pseudo_acc/"
@@ -62,7 +62,8 @@ def pseudo_label_section(metrics_csv: Path | None, class_names: Sequence[str]) -
     has_acc = [n for n in class_names if f"{PSEUDO_ACC}{n}" in columns]
     panels = 1 + bool(names) + bool(has_acc)
     fig = new_figure(5.2 * panels, 3.8)
-    colors = dict(zip(class_names, _class_colors(len(class_names)), strict=True))
+    cmap = colormaps["tab10" if len(class_names) <= 10 else "tab20"]  # the report's class colours
+    colors = {name: cmap(i % cmap.N) for i, name in enumerate(class_names)}
     axes = iter(fig.subplots(1, panels, squeeze=False)[0])
     if names:
         ax = next(axes)

@@ -180,3 +180,18 @@ def test_predict_page_without_review_column_or_images(tmp_path: Path) -> None:
     (tmp_path / "predictions.csv").write_text("path,pred,confidence,prob_a\nmissing.png,a,0.7,0.7\n")
     page = build_predict_html(tmp_path / "predictions.csv")
     assert "needs_review" not in page and "no thumbnails" in page
+
+
+def test_pseudo_label_panel_with_per_class_accuracy(tmp_path: Path) -> None:
+    from bloodcls.evaluation.html_training import pseudo_label_section
+
+    path = tmp_path / "metrics.csv"
+    path.write_text(
+        "epoch,step,train/mask_ratio,train/accepted/a,train/pseudo_acc/a,val/acc\n0,1,0.5,3,0.9,\n0,2,,,,0.7\n"
+    )
+    html = pseudo_label_section(path, ["a"])
+    assert html is not None and len(images_of(html)) == 1 and "was not logged" not in html
+    supervised = tmp_path / "supervised.csv"
+    supervised.write_text("epoch,step,train/loss,val/acc\n0,1,0.5,\n")
+    assert pseudo_label_section(supervised, ["a"]) is None
+    assert pseudo_label_section(None, ["a"]) is None
