@@ -20,6 +20,9 @@ from bloodcls.callbacks.wandb import log_test_report
 from bloodcls.data.interface import evaluation_data
 from bloodcls.distributed import gather_rows, run_dir
 from bloodcls.errors import UserInputError
+from bloodcls.evaluation.cam_gallery import GalleryCollector
+from bloodcls.evaluation.html_hooks import write_html_report, write_predict_report
+from bloodcls.evaluation.html_predict import PREDICT_HTML
 from bloodcls.evaluation.report import clear_report, print_report, write_report
 from bloodcls.io import atomic_open, remove_outputs, write_csv
 
@@ -36,11 +39,13 @@ def _class_names(trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
 
 class TestReport(Callback):
     """Collects test probabilities and writes the report (metrics.json, per_class.csv, confusion matrix, ROC,
-    calibration, per-image predictions) into ``output_dir`` (default: the test run's log directory)."""
+    calibration, per-image predictions, report.html) into ``output_dir`` (default: the test run's log directory).
+    ``cam_gallery``: Grad-CAMs of the most confident correct cells and mistakes per class in report.html."""
 
-    def __init__(self, output_dir: str | None = None, print_table: bool = True) -> None:
+    def __init__(self, output_dir: str | None = None, print_table: bool = True, cam_gallery: bool = True) -> None:
         self.output_dir = output_dir
         self.print_table = print_table
+        self.gallery = GalleryCollector() if cam_gallery else None
         self._outputs: list[dict[str, torch.Tensor]] = []
         self.last_metrics: dict[str, Any] | None = None
 
@@ -56,6 +61,8 @@ class TestReport(Callback):
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._outputs = []
+        if self.gallery is not None:
+            self.gallery.reset()
 
     def on_test_batch_end(
         self,
@@ -69,6 +76,8 @@ class TestReport(Callback):
         if isinstance(outputs, dict) and "probs" in outputs:
             keep = ("probs", "logits", "label", "index")
             self._outputs.append({k: v.detach().cpu() for k, v in outputs.items() if k in keep})
+            if self.gallery is not None:
+                self.gallery.update(batch, outputs)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         local = {k: torch.cat([o[k] for o in self._outputs]) for k in self._outputs[0]} if self._outputs else None
@@ -112,6 +121,7 @@ class TestReport(Callback):
         if self.print_table:
             print_report(metrics, title=f"Test report ({len(labels)} images)")
         rank_zero_info(f"test report written to {out_dir}")
+        write_html_report(out_dir, trainer, pl_module, self.gallery)
 
 
 class PredictionsCSV(BasePredictionWriter):
@@ -133,7 +143,7 @@ class PredictionsCSV(BasePredictionWriter):
         path = self._path(trainer)
         if trainer.is_global_zero:
             # A predict that fails or finds nothing to classify leaves no earlier predictions looking current.
-            remove_outputs(path, path.with_name(SKIPPED_CSV))
+            remove_outputs(path, path.with_name(SKIPPED_CSV), path.with_name(PREDICT_HTML))
 
     def write_on_epoch_end(
         self,
@@ -175,3 +185,4 @@ class PredictionsCSV(BasePredictionWriter):
             write_csv(path.with_name(SKIPPED_CSV), ["path", "reason"], skipped)
         self.last_path = path
         rank_zero_info(f"predictions for {len(index)} images written to {path}")
+        write_predict_report(path, trainer, pl_module)

@@ -32,15 +32,8 @@ DEFAULT_HOST = "api.wandb.ai"
 OFFLINE_MODES = ("offline", "dryrun")
 RUN_FILES_AT_START = ("config.yaml", "split.csv", "data_report.json")
 RUN_FILES_AT_END = ("metrics.csv", "hparams.yaml")  # still growing during the run: uploaded when it finishes
-REPORT_FILES = (
-    "metrics.json",
-    "per_class.csv",
-    "test_predictions.csv",
-    "confusion_matrix.png",
-    "roc.png",
-    "calibration.png",
-)
 REPORT_PLOTS = {"confusion_matrix": "confusion_matrix.png", "roc": "roc.png", "calibration": "calibration.png"}
+REPORT_FILES = ("metrics.json", "per_class.csv", "test_predictions.csv", *REPORT_PLOTS.values())
 # Scalars of metrics.json that Lightning's test/* metrics do not already carry, under their W&B names.
 REPORT_SCALARS = {"auroc": "test/macro_auroc", "nll": "test/nll", "ece": "test/ece", "n": "test/n_images"}
 
@@ -298,3 +291,21 @@ def log_test_report(
         for file in REPORT_FILES:
             if (out_dir / file).is_file():
                 save_quietly(run, out_dir / file, out_dir.parent, "now")
+
+
+def log_html_report(loggers: Iterable[Logger], path: Path, gallery: Sequence[tuple[str, np.ndarray]]) -> None:
+    """An HTML report as a ``wandb.Html`` panel and file, and the CAM gallery's (kind, image | CAM) pairs; rank 0."""
+    targets_loggers = wandb_loggers(loggers)
+    if not targets_loggers:
+        return
+    import wandb
+
+    stage = "predict" if path.name.startswith("predict") else "test"
+    payload: dict[str, Any] = {f"{stage}/html_report": wandb.Html(path.read_text(encoding="utf-8"), inject=False)}
+    for kind in ("correct", "mistake"):
+        pairs = [pair for k, pair in gallery if k == kind]
+        if pairs:
+            payload[f"{stage}/cam_gallery/{kind}"] = [wandb.Image(pair) for pair in pairs]
+    for logger in targets_loggers:
+        logger.experiment.log(payload)
+        save_quietly(logger.experiment, path, path.parent.parent, "now")

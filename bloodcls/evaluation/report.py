@@ -21,6 +21,7 @@ from rich.table import Table
 from sklearn.metrics import auc, roc_curve
 
 from bloodcls.evaluation.calibration_report import CALIBRATION_REPORT_FILES, write_calibration_report
+from bloodcls.evaluation.html_report import HTML_REPORT
 from bloodcls.evaluation.metrics import (
     ArrayLike,
     _to_numpy,
@@ -252,7 +253,8 @@ def _write_predictions_csv(
 
 def clear_report(out_dir: str | Path) -> None:
     """Remove the files of an earlier report in ``out_dir`` (before a new test writes its own)."""
-    remove_outputs(*(Path(out_dir) / name for name in (*REPORT_FILES, *CALIBRATION_REPORT_FILES)))
+    files = (*REPORT_FILES, *CALIBRATION_REPORT_FILES, HTML_REPORT)
+    remove_outputs(*(Path(out_dir) / name for name in files))
 
 
 def write_report(

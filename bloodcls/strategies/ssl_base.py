@@ -80,4 +80,23 @@ class PseudoLabelSkeleton(Classifier, register=False):
             targets, mask = self.pseudo_targets(probs), self.mask(probs)
         loss = self.masked_loss(logits, targets, mask)
         stats = pseudo_label_stats(targets, mask, batch.get("true_label"), self.class_names)
+        stats.update(per_class_pseudo_accuracy(probs.argmax(dim=-1), mask, batch.get("true_label"), self.class_names))
         return UnlabeledOutput(loss, self.unlabeled_weight(), stats)
+
+
+def per_class_pseudo_accuracy(
+    pseudo: torch.Tensor, mask: torch.Tensor, true_label: torch.Tensor | None, class_names: list[str]
+) -> dict[str, float | torch.Tensor]:
+    """``pseudo_acc/<class>``: the share of accepted pseudo-labels of each class that are right, for the classes
+    with accepted images of known truth in this batch (benchmark pools; the report plots them over training)."""
+    if true_label is None:
+        return {}
+    known = mask & (true_label >= 0)
+    k = len(class_names)
+    accepted = torch.bincount(pseudo[known], minlength=k)  # (K,) one sync below, not one per class
+    right = torch.bincount(pseudo[known], weights=(pseudo[known] == true_label[known]).float(), minlength=k)
+    return {
+        f"pseudo_acc/{name}": float(r) / n
+        for name, n, r in zip(class_names, accepted.tolist(), right.tolist(), strict=True)
+        if n > 0
+    }

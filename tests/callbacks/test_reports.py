@@ -74,7 +74,7 @@ def test_predictions_with_a_latin1_path_are_utf8(tmp_path: Path) -> None:
     assert [r[:2] for r in rows[1:]] == [["/in/a.png", "a"], ["/in/caf\\xe9.png", "b"]]
     skipped = (tmp_path / "predictions_skipped.csv").read_bytes().decode("utf-8")
     assert skipped.splitlines() == ["path,reason", "/in/x\\xff.jpg,empty file"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv", "predictions_skipped.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predict.html", "predictions.csv", "predictions_skipped.csv"]
 
 
 def test_test_report_clears_the_earlier_report_and_refuses_an_empty_test(tmp_path: Path) -> None:
