@@ -12,6 +12,7 @@ from typing import Any
 from bloodcls.errors import MissingPathError, UserInputError
 
 CKPT_KEY = "--ckpt_path"
+ENSEMBLE_KEY = "ensemble"  # test / predict: more checkpoints averaged with --ckpt_path's
 # ckpt_path values Lightning resolves itself instead of naming a file.
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 EVALUATE_COMMANDS = ("validate", "test", "predict")
@@ -69,6 +70,7 @@ class CheckpointSummary:
     num_classes: int | None
     class_names: list[str] | None
     resumable: bool  # has optimizer state (a full checkpoint, not a weights-only one)
+    image_size: int | None = None  # the datamodule's input size, when recorded
 
 
 _summaries: dict[tuple[str, int, int], CheckpointSummary] = {}
@@ -85,11 +87,13 @@ def summarize_checkpoint(path: str | Path, key: str = CKPT_KEY) -> CheckpointSum
     hparams = contents.get("hyper_parameters") or {}
     names = hparams.get("class_names")
     num = hparams.get("num_classes")
+    size = (contents.get("datamodule_hyper_parameters") or {}).get("image_size")
     summary = CheckpointSummary(
         path=str(file),
         num_classes=int(num) if isinstance(num, int) else None,
         class_names=[str(n) for n in names] if isinstance(names, (list, tuple)) else None,
         resumable="optimizer_states" in contents,
+        image_size=size if isinstance(size, int) else None,
     )
     if cache_key is not None:
         _summaries[cache_key] = summary
@@ -139,6 +143,7 @@ def check_checkpoint_config(config: Any) -> None:
         summary = summarize_checkpoint(str(ckpt))
         if subcommand == "fit":
             check_resumable(summary)
+    check_ensemble_config(subcommand, sub)
     model_args = (sub.get("model") or {}).get("init_args") or {}
     backbone_ckpt = model_args.get("backbone_checkpoint") if hasattr(model_args, "get") else None
     if backbone_ckpt:
@@ -161,6 +166,30 @@ def check_checkpoint_fits(subcommand: str | None, config: Any, model: Any, train
     if subcommand == "fit":
         check_resumable(summary)
     check_classes_fit(summary, int(model.num_classes), list(model.class_names))
+
+
+def check_ensemble_config(subcommand: str, sub: Any) -> None:
+    """``--ensemble`` members (test / predict) are safe checkpoints of ``--ckpt_path``'s classes and image size."""
+    from bloodcls.inference.ensemble import check_compatible
+
+    members = [str(p) for p in (sub.get(ENSEMBLE_KEY) if hasattr(sub, "get") else None) or []]
+    if not members:
+        return
+    if subcommand not in EVALUATE_COMMANDS[1:]:
+        raise UserInputError(f"--{ENSEMBLE_KEY}: only bloodcls test and predict evaluate ensembles")
+    summaries = [summarize_checkpoint(str(sub.get("ckpt_path")))]
+    summaries += [summarize_checkpoint(p, f"--{ENSEMBLE_KEY}") for p in members]
+    check_compatible([s.path for s in summaries], [s.class_names for s in summaries], [s.image_size for s in summaries])
+
+
+def check_ensemble_fits(subcommand: str | None, config: Any, model: Any) -> None:
+    """Every ``--ensemble`` member was trained for the classes the data has (as ``--ckpt_path`` is)."""
+    if subcommand not in EVALUATE_COMMANDS:
+        return
+    for path in config[subcommand].get(ENSEMBLE_KEY) or []:
+        check_classes_fit(
+            summarize_checkpoint(str(path), f"--{ENSEMBLE_KEY}"), int(model.num_classes), list(model.class_names)
+        )
 
 
 def check_resumable(summary: CheckpointSummary) -> None:
