@@ -14,10 +14,8 @@ import numpy as np
 from bloodcls.errors import UserInputError
 
 if TYPE_CHECKING:
-
     from bloodcls.inference.ensemble import Ensemble
 
-ImageInput = "str | Path | Image.Image | np.ndarray"
 # An input whose shorter side is under this fraction of the model's image size is upscaled a lot: worth a warning.
 SMALL_INPUT_FRACTION = 0.5
 
@@ -76,7 +74,7 @@ class BloodModel:
         self.image_size = image_size
         self.device = device
         self._eval_transform = eval_transform
-        first = ensemble.members[0]
+        first: Any = self.members[0]
         self.class_names: list[str] = [str(c) for c in first.class_names]
         # A threshold was chosen for one model's probabilities; an ensemble's differ, so it needs its own.
         self.review_threshold: float | None = first.inference.review_threshold if len(paths) == 1 else None

@@ -180,6 +180,46 @@ def check_ensemble_config(subcommand: str, sub: Any) -> None:
     summaries = [summarize_checkpoint(str(sub.get("ckpt_path")))]
     summaries += [summarize_checkpoint(p, f"--{ENSEMBLE_KEY}") for p in members]
     check_compatible([s.path for s in summaries], [s.class_names for s in summaries], [s.image_size for s in summaries])
+    if subcommand == "test":
+        data_args = (sub.get("data") or {}).get("init_args") or {}
+        split_file = data_args.get("split_file") if hasattr(data_args, "get") else None
+        check_members_never_saw_the_test_set([s.path for s in summaries], str(split_file) if split_file else None)
+
+
+def _split_of(path: str) -> dict[str, str]:
+    """content hash -> subset of the split a checkpoint travels with (empty when it has none)."""
+    state = load_checkpoint(path).get("BloodCellDataModule") or {}
+    split = state.get("split") or {}
+    return dict(zip(split.get("hash") or [], split.get("subset") or [], strict=False))
+
+
+def _test_hashes(paths: list[str], split_file: str | None) -> set[str]:
+    """The images ``bloodcls test`` scores: ``split_file``'s test rows when given (and readable), else the split
+    the first checkpoint travels with."""
+    if split_file is not None:
+        from bloodcls.data.split_plan import SavedSplit
+
+        try:
+            saved = SavedSplit.from_csv(split_file)
+        except (OSError, UserInputError, ValueError, KeyError):
+            return set()  # the datamodule names a bad split file itself
+        return {h for h, subset in zip(saved.hashes, saved.subsets, strict=True) if subset == "test"}
+    return {h for h, subset in _split_of(paths[0]).items() if subset == "test"}
+
+
+def check_members_never_saw_the_test_set(paths: list[str], split_file: str | None = None) -> None:
+    """``bloodcls test`` of an ensemble scores the first checkpoint's test split (or ``split_file``'s): refuse when
+    any member trained on (or selected its checkpoint with) one of those images -- e.g. the folds of a k-fold run,
+    where each image is in the training data of every fold but one."""
+    test = _test_hashes(paths, split_file)
+    for path in paths if split_file is not None else paths[1:]:
+        seen = sum(1 for h, subset in _split_of(path).items() if h in test and subset in ("train", "val", "unlabeled"))
+        if seen:
+            raise UserInputError(
+                f"ensemble member {path} trained or validated on {seen} of the {len(test)} test images "
+                f"({split_file or paths[0]}): evaluate this ensemble on images none of its members saw "
+                "(--data.init_args.split_file naming a held-out test set, or bloodcls predict on new images)"
+            )
 
 
 def check_ensemble_fits(subcommand: str | None, config: Any, model: Any) -> None:

@@ -51,11 +51,12 @@ class InferenceOverrides(Callback):
 
     def _apply(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # The checkpoint was restored (Classifier.on_load_checkpoint set pl_module.inference) before this hook.
+        model: Any = pl_module  # a bloodcls Classifier
         if self.tta is not None:
-            set_tta(pl_module, self.tta)
+            set_tta(model, self.tta)
         self._members = [load_member(p, self.tta).to(pl_module.device) for p in self.ensemble]
         if self._members:
-            own = pl_module.eval_probabilities  # the class's bound method
+            own = model.eval_probabilities  # the class's bound method
             members = self._members
 
             def eval_probabilities(images: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -63,7 +64,7 @@ class InferenceOverrides(Callback):
                 return (first + average_probabilities(members, images) * len(members)) / (1 + len(members))
 
             # An instance attribute shadows the method for this evaluation only (removed at the end).
-            pl_module.eval_probabilities = eval_probabilities  # type: ignore[method-assign]
+            model.eval_probabilities = eval_probabilities
         paths = [str(Path(str(self.ckpt_path)).resolve()), *self.ensemble]
         record = {
             "stage": stage,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -41,3 +43,17 @@ def test_members_of_other_classes_or_sizes_are_refused_in_one_line() -> None:
         check_compatible(["x", "y"], [names, names], [32, 64])
     with pytest.raises(UserInputError):
         Ensemble([])
+
+
+def test_summarize_prints_the_fold_ensemble_command_only_for_kfold_folds(tmp_path: Path) -> None:
+    from bloodcls.commands.summarize import RunIdentity, ensemble_note
+
+    everything = frozenset("abcd")
+    folds = [RunIdentity(f"f{i}", ("x", "y"), 2, frozenset(s), everything, 2) for i, s in enumerate(("ab", "cd"))]
+    files = [tmp_path / f"f{i}" / "test" / "metrics.json" for i in range(2)]
+    note = ensemble_note([tmp_path / "f0", tmp_path / "f1"], files, folds)
+    assert note is not None
+    assert f"--ckpt_path {tmp_path / 'f0' / 'checkpoints' / 'best.ckpt'} --ensemble" in note
+    assert "no fold's test split can evaluate it" in note
+    seeds = [RunIdentity(f"s{i}", ("x", "y"), 2, frozenset("ab"), everything, None) for i in range(2)]
+    assert ensemble_note([tmp_path / "s0", tmp_path / "s1"], files, seeds) is None  # same test set: not folds

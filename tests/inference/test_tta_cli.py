@@ -77,6 +77,14 @@ def test_bad_tta_and_incompatible_members_are_one_line_errors(two_runs: tuple[Pa
     refused = run_cli("predict", "--ckpt_path", str(a), "--ensemble", str(other_path))
     assert refused.returncode == 2, refused.stderr
     assert "image_size 64" in refused.stderr and "Traceback" not in refused.stderr
+    # A member that trained on the test images (k-fold folds) cannot be scored on them.
+    leaky = torch.load(a, map_location="cpu", weights_only=True)
+    split = leaky["BloodCellDataModule"]["split"]
+    split["subset"] = ["train" for _ in split["subset"]]
+    leaky_path = tmp_path / "leaky.ckpt"
+    torch.save(leaky, leaky_path)
+    seen = run_cli("test", "--ckpt_path", str(a), "--ensemble", str(leaky_path))
+    assert seen.returncode == 2 and "trained or validated on 10 of the 10 test images" in seen.stderr, seen.stderr
 
 
 @pytest.mark.slow  # ONNX export of an ensemble with d4 TTA, with the ONNX Runtime parity check
@@ -94,3 +102,28 @@ def test_export_of_a_d4_ensemble_is_one_graph_that_passes_parity(two_runs: tuple
     assert [m["tta"] for m in record["members"]] == ["d4", "d4"]
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(meta["bloodcls.tta"]) == ["d4"] and len(json.loads(meta["bloodcls.members"])) == 2
+
+
+@pytest.mark.slow
+def test_predict_with_an_ensemble_writes_its_members_beside_predictions(two_runs: tuple[Path, Path]) -> None:
+    from bloodcls.cli import main
+
+    a, b = two_runs
+    folder = a.parent.parent  # the first member's run
+    cells = folder / "cells"
+    cells.mkdir(exist_ok=True)
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("RGB", (32, 32), (40 * i + 100, 80, 160)).save(cells / f"c{i}.png")
+    main(
+        [
+            "predict", "--ckpt_path", str(a), "--ensemble", str(b), "--tta", "d4",
+            "--data.init_args.predict_root", str(cells), "--trainer.enable_progress_bar", "false",
+        ]
+    )  # fmt: skip
+    out = folder / "predict_ensemble"
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 2
+    record = json.loads((out / "inference.json").read_text())
+    assert [m["tta"] for m in record["members"]] == ["d4", "d4"] and record["stage"] == "predict"
