@@ -54,7 +54,10 @@ class InferenceOverrides(Callback):
         model: Any = pl_module  # a bloodcls Classifier
         if self.tta is not None:
             set_tta(model, self.tta)
-        self._members = [load_member(p, self.tta).to(pl_module.device) for p in self.ensemble]
+        # The members compute like the restored model: same device, same parameter dtype (a "-true" precision).
+        self._members = [
+            load_member(p, self.tta).to(device=pl_module.device, dtype=pl_module.dtype) for p in self.ensemble
+        ]
         if self._members:
             own = model.eval_probabilities  # the class's bound method
             members = self._members

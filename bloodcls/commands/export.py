@@ -90,12 +90,9 @@ def read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
 def load_classifier(ckpt_path: Path) -> Any:
     """The strategy LightningModule of a bloodcls checkpoint in eval mode on the CPU, with the training-speed options
     off: never compiled, plain convolutions (an exporter and ONNX Runtime optimise those best)."""
-    import bloodcls.strategies  # noqa: F401  (imports every strategy so the checkpoint's class path resolves)
-    from bloodcls.strategies.base import Classifier
+    from bloodcls.inference.ensemble import load_member
 
-    return Classifier.load_from_checkpoint(
-        ckpt_path, map_location="cpu", weights_only=True, compile=False, tiny_map_matmul=False
-    ).eval()
+    return load_member(ckpt_path)
 
 
 def export_onnx(model: nn.Module, output: Path, image_size: int, metadata: dict[str, str]) -> Path:

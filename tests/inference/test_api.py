@@ -52,6 +52,16 @@ def test_predict_matches_the_models_own_eval_probabilities(ckpt: Path, tmp_path:
     assert d4.needs_review == [True, True, True]  # an untrained-ish model is never 99 % sure
     ensemble = load_model([ckpt, ckpt]).predict(pixels)
     np.testing.assert_allclose(ensemble.probabilities, result.probabilities, atol=1e-6)
+    assert ensemble.needs_review is None  # a single model's threshold does not carry over to an ensemble
+
+    # A checkpoint with a referral threshold (bloodcls calibrate) flags cells below it.
+    contents = torch.load(ckpt, map_location="cpu", weights_only=True)
+    contents["bloodcls"]["inference"].update(review_threshold=0.99, temperature=2.0)
+    calibrated = tmp_path / "calibrated.ckpt"
+    torch.save(contents, calibrated)
+    flagged = load_model(calibrated).predict(pixels)
+    assert flagged.needs_review == [True, True, True]
+    assert flagged.confidence.max() < result.confidence.max()  # temperature 2 flattens the probabilities
 
 
 @pytest.mark.slow
