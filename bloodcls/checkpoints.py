@@ -12,6 +12,7 @@ from typing import Any
 from bloodcls.errors import MissingPathError, UserInputError
 
 CKPT_KEY = "--ckpt_path"
+ENSEMBLE_KEY = "ensemble"  # test / predict: more checkpoints averaged with --ckpt_path's
 # ckpt_path values Lightning resolves itself instead of naming a file.
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 EVALUATE_COMMANDS = ("validate", "test", "predict")
@@ -69,6 +70,7 @@ class CheckpointSummary:
     num_classes: int | None
     class_names: list[str] | None
     resumable: bool  # has optimizer state (a full checkpoint, not a weights-only one)
+    image_size: int | None = None  # the datamodule's input size, when recorded
 
 
 _summaries: dict[tuple[str, int, int], CheckpointSummary] = {}
@@ -85,11 +87,13 @@ def summarize_checkpoint(path: str | Path, key: str = CKPT_KEY) -> CheckpointSum
     hparams = contents.get("hyper_parameters") or {}
     names = hparams.get("class_names")
     num = hparams.get("num_classes")
+    size = (contents.get("datamodule_hyper_parameters") or {}).get("image_size")
     summary = CheckpointSummary(
         path=str(file),
         num_classes=int(num) if isinstance(num, int) else None,
         class_names=[str(n) for n in names] if isinstance(names, (list, tuple)) else None,
         resumable="optimizer_states" in contents,
+        image_size=size if isinstance(size, int) else None,
     )
     if cache_key is not None:
         _summaries[cache_key] = summary
@@ -139,6 +143,7 @@ def check_checkpoint_config(config: Any) -> None:
         summary = summarize_checkpoint(str(ckpt))
         if subcommand == "fit":
             check_resumable(summary)
+    check_ensemble_config(subcommand, sub)
     model_args = (sub.get("model") or {}).get("init_args") or {}
     backbone_ckpt = model_args.get("backbone_checkpoint") if hasattr(model_args, "get") else None
     if backbone_ckpt:
@@ -161,6 +166,70 @@ def check_checkpoint_fits(subcommand: str | None, config: Any, model: Any, train
     if subcommand == "fit":
         check_resumable(summary)
     check_classes_fit(summary, int(model.num_classes), list(model.class_names))
+
+
+def check_ensemble_config(subcommand: str, sub: Any) -> None:
+    """``--ensemble`` members (test / predict) are safe checkpoints of ``--ckpt_path``'s classes and image size."""
+    from bloodcls.inference.ensemble import check_compatible
+
+    members = [str(p) for p in (sub.get(ENSEMBLE_KEY) if hasattr(sub, "get") else None) or []]
+    if not members:
+        return
+    if subcommand not in EVALUATE_COMMANDS[1:]:
+        raise UserInputError(f"--{ENSEMBLE_KEY}: only bloodcls test and predict evaluate ensembles")
+    summaries = [summarize_checkpoint(str(sub.get("ckpt_path")))]
+    summaries += [summarize_checkpoint(p, f"--{ENSEMBLE_KEY}") for p in members]
+    check_compatible([s.path for s in summaries], [s.class_names for s in summaries], [s.image_size for s in summaries])
+    if subcommand == "test":
+        data_args = (sub.get("data") or {}).get("init_args") or {}
+        split_file = data_args.get("split_file") if hasattr(data_args, "get") else None
+        check_members_never_saw_the_test_set([s.path for s in summaries], str(split_file) if split_file else None)
+
+
+def _split_of(path: str) -> dict[str, str]:
+    """content hash -> subset of the split a checkpoint travels with (empty when it has none)."""
+    state = load_checkpoint(path).get("BloodCellDataModule") or {}
+    split = state.get("split") or {}
+    return dict(zip(split.get("hash") or [], split.get("subset") or [], strict=False))
+
+
+def _test_hashes(paths: list[str], split_file: str | None) -> set[str]:
+    """The images ``bloodcls test`` scores: ``split_file``'s test rows when given (and readable), else the split
+    the first checkpoint travels with."""
+    if split_file is not None:
+        from bloodcls.data.split_plan import SavedSplit
+
+        try:
+            saved = SavedSplit.from_csv(split_file)
+        except (OSError, UserInputError, ValueError, KeyError):
+            return set()  # the datamodule names a bad split file itself
+        return {h for h, subset in zip(saved.hashes, saved.subsets, strict=True) if subset == "test"}
+    return {h for h, subset in _split_of(paths[0]).items() if subset == "test"}
+
+
+def check_members_never_saw_the_test_set(paths: list[str], split_file: str | None = None) -> None:
+    """``bloodcls test`` of an ensemble scores the first checkpoint's test split (or ``split_file``'s): refuse when
+    any member trained on (or selected its checkpoint with) one of those images -- e.g. the folds of a k-fold run,
+    where each image is in the training data of every fold but one."""
+    test = _test_hashes(paths, split_file)
+    for path in paths if split_file is not None else paths[1:]:
+        seen = sum(1 for h, subset in _split_of(path).items() if h in test and subset in ("train", "val", "unlabeled"))
+        if seen:
+            raise UserInputError(
+                f"ensemble member {path} trained or validated on {seen} of the {len(test)} test images "
+                f"({split_file or paths[0]}): evaluate this ensemble on images none of its members saw "
+                "(--data.init_args.split_file naming a held-out test set, or bloodcls predict on new images)"
+            )
+
+
+def check_ensemble_fits(subcommand: str | None, config: Any, model: Any) -> None:
+    """Every ``--ensemble`` member was trained for the classes the data has (as ``--ckpt_path`` is)."""
+    if subcommand not in EVALUATE_COMMANDS:
+        return
+    for path in config[subcommand].get(ENSEMBLE_KEY) or []:
+        check_classes_fit(
+            summarize_checkpoint(str(path), f"--{ENSEMBLE_KEY}"), int(model.num_classes), list(model.class_names)
+        )
 
 
 def check_resumable(summary: CheckpointSummary) -> None:

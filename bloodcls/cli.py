@@ -83,14 +83,17 @@ class BloodCLI(LightningCLI):
         if subcommand in ("validate", "test"):
             # One results table per run: the test report's (bloodcls), not also Lightning's raw one.
             parser.set_defaults({"verbose": False})
+        if subcommand in INFERENCE_COMMANDS:
+            add_inference_arguments(parser)
         return parser
 
     def instantiate_classes(self) -> None:
         apply_thread_count(self._get(self.config, "data") or {})
         super().instantiate_classes()
-        from bloodcls.checkpoints import check_checkpoint_fits
+        from bloodcls.checkpoints import check_checkpoint_fits, check_ensemble_fits
 
         check_checkpoint_fits(self.subcommand, self.config, self.model, self.trainer)
+        check_ensemble_fits(self.subcommand, self.config, self.model)
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -111,6 +114,7 @@ class BloodCLI(LightningCLI):
         extra: list[Callback] = [RunFiles()]
         if self.subcommand == "fit" and self._get(self.config, FINITE_LOSS_KEY, default=True):
             extra.append(FiniteLoss())
+        extra.extend(inference_callbacks(self.subcommand, self.config))
         if config.get("enable_model_summary") is not False and not any(
             isinstance(c, ModelSummary) for c in [*callbacks, *user_callbacks]
         ):
@@ -146,12 +150,14 @@ class BloodCLI(LightningCLI):
         if not ckpt_path or Path(ckpt_path).parent.name != "checkpoints":
             return
         ckpt = Path(ckpt_path)
+        # An ensemble's report must not replace the first member's own test report.
+        version = f"{self.subcommand}_ensemble" if config.get(ENSEMBLE_KEY) else self.subcommand  # type: ignore[attr-defined]
         # A W&B logger alongside keeps its own place: a new run "<name>-<subcommand>" in the fit run's group.
         for logger in logger_specs(config):
             if "CSVLogger" in str(logger.class_path):
                 logger.init_args.save_dir = str(ckpt.parent.parent)
                 logger.init_args.name = ""
-                logger.init_args.version = self.subcommand
+                logger.init_args.version = version
 
 
 def _resolve_image_size(config: Any) -> None:
@@ -172,6 +178,44 @@ def _resolve_image_size(config: Any) -> None:
             f"bloodcls: {backbone}'s pretrained weights were trained at {native} px; using data.image_size="
             f"{data_args.image_size} (data.image_size null uses {native} px)"
         )
+
+
+# ------------------------------------------------------------------ test / predict: --tta and --ensemble
+INFERENCE_COMMANDS = ("test", "predict")
+TTA_KEY, ENSEMBLE_KEY = "tta", "ensemble"
+
+
+def add_inference_arguments(parser: LightningArgumentParser) -> None:
+    """``--tta none|d4`` (default: the checkpoint's own setting) and ``--ensemble CKPT [CKPT ...]`` (more
+    checkpoints of the same classes and image size, averaged with ``--ckpt_path``'s model)."""
+    from bloodcls.inference import TTA_MODES, TTAMode
+
+    parser.add_argument(
+        f"--{TTA_KEY}",
+        type=TTAMode | None,
+        default=None,
+        help=f"test-time augmentation ({' | '.join(TTA_MODES)}); default: the checkpoint's (none unless set)",
+    )
+    parser.add_argument(
+        f"--{ENSEMBLE_KEY}",
+        type=str,
+        nargs="+",
+        default=None,
+        metavar="CKPT",
+        help="more checkpoints of the same classes: probabilities are averaged with --ckpt_path's model, each "
+        "member with its own temperature, normalisation and TTA",
+    )
+
+
+def inference_callbacks(subcommand: str | None, config: Any) -> list[Callback]:
+    """The callback that applies ``--tta`` / ``--ensemble`` after the checkpoint is restored (test, predict)."""
+    if subcommand not in INFERENCE_COMMANDS:
+        return []
+    from bloodcls.callbacks.inference_overrides import InferenceOverrides
+
+    sub = config[subcommand]
+    members = [str(Path(p).expanduser().resolve()) for p in sub.get(ENSEMBLE_KEY) or []]
+    return [InferenceOverrides(sub.get("ckpt_path"), sub.get(TTA_KEY), members)]
 
 
 def _config_from_checkpoint(args: list[str]) -> list[str]:

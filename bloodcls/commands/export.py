@@ -9,6 +9,11 @@ The exported graph's contract (also stored in the model's metadata and in ``<out
 - output ``probabilities``: float32, (batch, K), softmax over the classes in ``class_names`` order.
 
     bloodcls export --ckpt_path RUN/checkpoints/best.ckpt --format onnx [--output FILE.onnx] [--check]
+        [--tta none|d4] [--ensemble CKPT [CKPT ...]]
+
+``--tta d4`` puts the eight views into the graph (8 forwards per image); ``--ensemble`` exports one graph that
+averages the probabilities of ``--ckpt_path``'s model and the listed ones (each with its own normalisation,
+temperature and TTA). Both are recorded in the metadata.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -39,9 +44,9 @@ DEFAULT_TOLERANCE = 1e-4
 class ProbabilitiesModel(nn.Module):
     """The exported function: uint8 images (B, 3, S, S) -> class probabilities (B, K), through the strategy's own
     ``eval_probabilities`` (so e.g. Mean Teacher exports its teacher when it evaluates with it, and the
-    checkpoint's temperature and test-time augmentation are in the graph)."""
+    checkpoint's temperature and test-time augmentation are in the graph); an ``Ensemble`` averages its members'."""
 
-    def __init__(self, classifier: Any) -> None:  # a bloodcls Classifier (imported lazily: torch-free CLI start)
+    def __init__(self, classifier: Any) -> None:  # a Classifier or Ensemble (imported lazily: torch-free CLI start)
         super().__init__()
         self.classifier = classifier
 
@@ -85,12 +90,9 @@ def read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
 def load_classifier(ckpt_path: Path) -> Any:
     """The strategy LightningModule of a bloodcls checkpoint in eval mode on the CPU, with the training-speed options
     off: never compiled, plain convolutions (an exporter and ONNX Runtime optimise those best)."""
-    import bloodcls.strategies  # noqa: F401  (imports every strategy so the checkpoint's class path resolves)
-    from bloodcls.strategies.base import Classifier
+    from bloodcls.inference.ensemble import load_member
 
-    return Classifier.load_from_checkpoint(
-        ckpt_path, map_location="cpu", weights_only=True, compile=False, tiny_map_matmul=False
-    ).eval()
+    return load_member(ckpt_path)
 
 
 def export_onnx(model: nn.Module, output: Path, image_size: int, metadata: dict[str, str]) -> Path:
@@ -197,7 +199,50 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", "--batch-size", type=int, default=256, help="check batch size")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime / torch threads (default: torch's)")
     parser.add_argument("--data_root", "--data-root", default=None, help="the data, if it moved since training")
+    add_inference_options(parser)
     return parser
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """``--tta`` and ``--ensemble``, as ``bloodcls test`` / ``predict`` take them."""
+    from bloodcls.inference.settings import TTAMode
+
+    modes = list(get_args(TTAMode))
+    parser.add_argument(
+        "--tta", choices=modes, default=None, help="test-time augmentation in the graph; default: the checkpoint's"
+    )
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="CKPT",
+        help="more checkpoints of the same classes and image size: one graph averaging all members' probabilities",
+    )
+
+
+def load_exported(ckpt_path: Path, args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """The module to export (one classifier, or an ``Ensemble`` of ``--ckpt_path`` and ``--ensemble``) and the
+    member paths; members of other classes or image sizes are refused in one line."""
+    from bloodcls.inference.ensemble import Ensemble, check_compatible, load_member, set_tta
+
+    paths = [str(ckpt_path), *[str(p) for p in args.ensemble]]
+    checkpoints = [read_checkpoint(Path(p)) for p in paths]
+    check_compatible(
+        paths,
+        [c["hyper_parameters"].get("class_names") for c in checkpoints],
+        [int(c["datamodule_hyper_parameters"]["image_size"]) for c in checkpoints],
+    )
+    model = load_classifier(ckpt_path)
+    if args.tta is not None:
+        set_tta(model, args.tta)
+    if not args.ensemble:
+        return model, paths
+    return Ensemble([model, *[load_member(p, args.tta) for p in paths[1:]]]).eval(), paths
+
+
+def members_of(model: Any) -> list[Any]:
+    """The classifiers an exported module holds: an ``Ensemble``'s members, or the classifier itself."""
+    return list(model.members) if hasattr(model, "members") else [model]
 
 
 def run_export(args: argparse.Namespace) -> dict[str, Any]:
@@ -210,26 +255,34 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     image_size = int(read_checkpoint(ckpt_path)["datamodule_hyper_parameters"]["image_size"])
-    model = load_classifier(ckpt_path)
+    model, paths = load_exported(ckpt_path, args)
+    from bloodcls.inference.ensemble import describe_members
+
+    members = describe_members(paths, members_of(model))
+    first = members_of(model)[0]
     output = Path(args.output) if args.output else default_output(ckpt_path)
     contract = {
         "input": f"{INPUT_NAME}: uint8 (batch, 3, {image_size}, {image_size}) RGB, 0..255 (normalised inside)",
-        "output": f"{OUTPUT_NAME}: float32 (batch, {model.num_classes}) softmax probabilities",
+        "output": f"{OUTPUT_NAME}: float32 (batch, {first.num_classes}) softmax probabilities",
     }
     metadata = {
-        "bloodcls.class_names": json.dumps(list(model.class_names)),
+        "bloodcls.class_names": json.dumps(list(first.class_names)),
         "bloodcls.image_size": str(image_size),
         "bloodcls.input": contract["input"],
         "bloodcls.output": contract["output"],
         "bloodcls.checkpoint": str(ckpt_path),
+        # Which models and test-time augmentation the graph holds (temperature is inside it too).
+        "bloodcls.tta": json.dumps(sorted({m["tta"] for m in members})),
+        "bloodcls.members": json.dumps(members),
     }
     start = time.perf_counter()
     export_onnx(model, output, image_size, metadata)
     record: dict[str, Any] = {
         "onnx": str(output),
         "checkpoint": str(ckpt_path),
-        "class_names": list(model.class_names),
+        "class_names": list(first.class_names),
         "image_size": image_size,
+        "members": members,
         **contract,
         "export_s": round(time.perf_counter() - start, 2),
     }

@@ -255,7 +255,8 @@ def main(argv: list[str]) -> None:
             raise UserInputError(f"--output {bad[0]}: expected a file name ending in .csv or .json")
         files = [find_metrics_file(run) for run in args.runs]
         per_run = [load_metrics(path) for path in files]
-        check_comparable([run_identity(str(r), f, m) for r, f, m in zip(args.runs, files, per_run, strict=True)])
+        identities = [run_identity(str(r), f, m) for r, f, m in zip(args.runs, files, per_run, strict=True)]
+        check_comparable(identities)
         summaries = summarize_runs(per_run)
         for out in args.output:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -268,3 +269,24 @@ def main(argv: list[str]) -> None:
     print_summary(summaries, len(per_run))
     for out in args.output:
         print(f"{parser.prog}: wrote {out}")
+    note = ensemble_note(args.runs, files, identities)
+    if note:
+        print(note)
+
+
+def ensemble_note(runs: Sequence[Path], files: Sequence[Path], identities: Sequence[RunIdentity]) -> str | None:
+    """For the folds of a k-fold run: the command that evaluates their ensemble, and on what it may be evaluated.
+    Every image of the dataset trained all folds but one, so no fold's test split can score the ensemble."""
+    if len(runs) < 2 or not _is_kfold(identities):
+        return None
+    test_sets = [r.test_set for r in identities]
+    if all(t is not None for t in test_sets) and len(set(test_sets)) < len(test_sets):
+        return None  # runs sharing a test set (seeds of one fold) are not the folds of one split
+    ckpts = [run_dir_of(f) / "checkpoints" / "best.ckpt" for f in files]
+    return (
+        f"Ensemble of the {len(ckpts)} folds (mean of their probabilities): each image of this dataset was in the "
+        "training data of all folds but one, so no fold's test split can evaluate it (bloodcls test refuses). "
+        "Evaluate it on images no fold saw:\n"
+        f"  bloodcls test --ckpt_path {ckpts[0]} --ensemble {' '.join(str(c) for c in ckpts[1:])} "
+        "--data.init_args.split_file HELD_OUT_SPLIT.csv   # or: bloodcls predict ... --data.init_args.predict_root NEW"
+    )

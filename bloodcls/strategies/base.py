@@ -177,6 +177,9 @@ class Classifier(L.LightningModule):
         # Post-hoc settings (temperature, referral threshold, default TTA): not hyperparameters -- `bloodcls
         # calibrate` fits them after training -- so they travel in checkpoint["bloodcls"]["inference"].
         self.inference = InferenceSettings()
+        # Other restored classifiers whose probabilities are averaged with this one's (``--ensemble``); a plain list,
+        # not submodules: never in this model's state_dict or checkpoint.
+        self.ensemble_members: list[Classifier] = []
 
     # ------------------------------------------------------------------ forward
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -195,12 +198,16 @@ class Classifier(L.LightningModule):
 
     def eval_probabilities(self, images: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         """Class probabilities (B, K) as test, predict, export and the Python API give them: the evaluation network,
-        test-time augmentation and temperature of ``self.inference``. ``logits``: this batch's plain forward,
-        reused when no TTA is on."""
+        test-time augmentation and temperature of ``self.inference``, averaged with ``ensemble_members``.
+        ``logits``: this batch's plain forward, reused when no TTA is on."""
         settings = self.inference
         if settings.tta == "none" and logits is not None:
-            return (logits.float() / settings.temperature).softmax(dim=1)
-        return tta_probabilities(self.forward, images, settings.tta, settings.temperature)
+            probs = (logits.float() / settings.temperature).softmax(dim=1)
+        else:
+            probs = tta_probabilities(self.forward, images, settings.tta, settings.temperature)
+        for member in self.ensemble_members:  # each with its own normalisation, temperature and TTA
+            probs = probs + member.eval_probabilities(images)
+        return probs / (1 + len(self.ensemble_members))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logit features (B, D), for label propagation and contrastive heads."""

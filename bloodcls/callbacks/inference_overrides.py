@@ -1,0 +1,94 @@
+"""``bloodcls test`` / ``predict`` ``--tta`` and ``--ensemble``: applied after Lightning restored the checkpoint
+(which sets the model's own inference settings) and before the first batch, and recorded in ``inference.json``
+beside the report or predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from bloodcls.callbacks.reports import PredictionsCSV, TestReport
+from bloodcls.distributed import run_dir
+from bloodcls.inference.ensemble import describe_members, load_member, set_tta
+from bloodcls.io import remove_outputs, write_json
+
+INFERENCE_JSON = "inference.json"
+
+
+class InferenceOverrides(Callback):
+    """Sets ``tta`` on the restored model and, with ``ensemble`` checkpoints, makes the model's
+    ``eval_probabilities`` -- which ``test_step`` and ``predict_step`` use for metrics, the report and
+    predictions.csv -- the mean over the model and the members (``Classifier.ensemble_members``), each with its own
+    temperature, TTA and normalisation."""
+
+    def __init__(self, ckpt_path: str | None, tta: str | None = None, ensemble: list[str] | None = None) -> None:
+        self.ckpt_path = ckpt_path
+        self.tta = tta
+        self.ensemble = list(ensemble or [])
+        self._members: list[Any] = []
+        self._record: dict[str, Any] | None = None
+
+    def _out_dir(self, trainer: L.Trainer, stage: str) -> Path:
+        """Where the stage's report / predictions.csv go: the directory of their writer callback, else the run's."""
+        # Every rank calls this: run_dir is a broadcast under DDP.
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if stage == "test" and isinstance(callback, TestReport):
+                return callback._out_dir(trainer)
+            if stage == "predict" and isinstance(callback, PredictionsCSV):
+                return callback._path(trainer).parent
+        return run_dir(trainer)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage in ("test", "predict"):
+            out_dir = self._out_dir(trainer, stage)
+            if trainer.is_global_zero:
+                remove_outputs(out_dir / INFERENCE_JSON)  # never a stale record of another run
+
+    def _apply(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # The checkpoint was restored (Classifier.on_load_checkpoint set pl_module.inference) before this hook.
+        model: Any = pl_module  # a bloodcls Classifier
+        if self.tta is not None:
+            set_tta(model, self.tta)
+        # The members compute like the restored model: same device, same parameter dtype (a "-true" precision).
+        self._members = [
+            load_member(p, self.tta).to(device=pl_module.device, dtype=pl_module.dtype) for p in self.ensemble
+        ]
+        model.ensemble_members = list(self._members)  # Classifier.eval_probabilities averages over them
+        paths = [str(Path(str(self.ckpt_path)).resolve()), *self.ensemble]
+        record = {
+            "stage": stage,
+            "members": describe_members(paths, [pl_module, *self._members]),
+            "combine": "mean of the members' probabilities" if self._members else "single model",
+        }
+        self._record = record
+        out_dir = self._out_dir(trainer, stage)
+        if trainer.is_global_zero:
+            write_json(out_dir / INFERENCE_JSON, record)
+
+    def _remove(self, pl_module: L.LightningModule) -> None:
+        if hasattr(pl_module, "ensemble_members"):
+            pl_module.ensemble_members = []  # type: ignore[attr-defined]
+        self._members = []
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._apply(trainer, pl_module, "test")
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._apply(trainer, pl_module, "predict")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._remove(pl_module)
+        out_dir = self._out_dir(trainer, "test")
+        metrics = out_dir / "metrics.json"
+        if trainer.is_global_zero and metrics.is_file() and self._record is not None:
+            # The report's metrics.json names every member too (its ckpt_path is the first member's only).
+            document = json.loads(metrics.read_text())
+            if isinstance(document, dict):
+                write_json(metrics, {**document, "inference": self._record})
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._remove(pl_module)

@@ -1,0 +1,92 @@
+"""Ensembles of checkpoints: each member turns the same uint8 images into probabilities with its own
+normalisation, temperature and test-time augmentation (``Classifier.eval_probabilities``); the ensemble averages
+them. Members must agree on the classes (names and order) and the input size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bloodcls.errors import UserInputError
+
+
+def load_member(path: str | Path, tta: str | None = None) -> Any:
+    """The strategy LightningModule of a bloodcls checkpoint, safely loaded (``weights_only``), on the CPU in eval
+    mode, with the training-speed options off (never compiled, plain convolutions); ``tta`` overrides the
+    checkpoint's default test-time augmentation."""
+    import bloodcls.strategies  # noqa: F401  (imports every strategy so the checkpoint's class path resolves)
+    from bloodcls.checkpoints import load_checkpoint
+    from bloodcls.strategies.base import Classifier
+
+    load_checkpoint(path)  # a one-line error for a missing, corrupt or unsafe file before Lightning reads it
+    model = Classifier.load_from_checkpoint(
+        str(path), map_location="cpu", weights_only=True, compile=False, tiny_map_matmul=False
+    ).eval()
+    if tta is not None:
+        set_tta(model, tta)
+    return model
+
+
+def set_tta(model: Any, tta: str) -> None:
+    """Use test-time augmentation ``tta`` (``none`` / ``d4``) for ``model``'s evaluation probabilities."""
+    model.inference = replace(model.inference, tta=tta)  # __post_init__ rejects unknown modes in one line
+
+
+def check_compatible(
+    paths: Sequence[str], class_names: Sequence[Sequence[str] | None], image_sizes: Sequence[int | None]
+) -> None:
+    """Refuse, in one line naming both files, members trained on other classes (or another order) or another input
+    size than the first: their probabilities cannot be averaged."""
+    for path, names, size in zip(paths[1:], class_names[1:], image_sizes[1:], strict=True):
+        if names is not None and class_names[0] is not None and list(names) != list(class_names[0]):
+            raise UserInputError(
+                f"ensemble member {path} has classes {list(names)} but {paths[0]} has {list(class_names[0])}: "
+                "only models of the same classes (same order) can be averaged"
+            )
+        if size is not None and image_sizes[0] is not None and size != image_sizes[0]:
+            raise UserInputError(
+                f"ensemble member {path} was trained at image_size {size} but {paths[0]} at {image_sizes[0]}: "
+                "members of an ensemble take the same input"
+            )
+
+
+def average_probabilities(members: Sequence[Any], images: torch.Tensor) -> torch.Tensor:
+    """Mean over the members of their evaluation probabilities (B, K) of uint8 images (B, 3, S, S)."""
+    total: torch.Tensor | None = None
+    for member in members:
+        probs = member.eval_probabilities(images).float()
+        total = probs if total is None else total + probs
+    if total is None:
+        raise UserInputError("an ensemble needs at least one checkpoint")
+    return total / len(members)
+
+
+class Ensemble(nn.Module):
+    """uint8 images (B, 3, S, S) -> mean class probabilities (B, K) of one or more classifiers; one member is the
+    classifier itself. The exported ONNX graph of an ensemble is this module: one graph, every member inside."""
+
+    def __init__(self, members: Sequence[Any]) -> None:
+        super().__init__()
+        if not members:
+            raise UserInputError("an ensemble needs at least one checkpoint")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return average_probabilities(list(self.members), images)
+
+    def eval_probabilities(self, images: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``Classifier.eval_probabilities`` contract (``logits`` is ignored: each member runs its own forward)."""
+        return self(images)
+
+
+def describe_members(paths: Sequence[str], members: Sequence[Any]) -> list[dict[str, Any]]:
+    """Provenance of each member: its checkpoint and the inference settings it was evaluated with."""
+    return [
+        {"ckpt_path": str(p), "temperature": m.inference.temperature, "tta": m.inference.tta}
+        for p, m in zip(paths, members, strict=True)
+    ]

@@ -1,0 +1,59 @@
+"""Ensembles: averaging members' probabilities, refusing members of other classes or image sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bloodcls.errors import UserInputError
+from bloodcls.inference import InferenceSettings
+from bloodcls.inference.ensemble import Ensemble, check_compatible
+
+
+class _Member(torch.nn.Module):
+    """A stand-in classifier: fixed logits per member, with its own temperature."""
+
+    def __init__(self, logits: list[float], temperature: float = 1.0) -> None:
+        super().__init__()
+        self.logits = torch.tensor(logits)
+        self.inference = InferenceSettings(temperature=temperature)
+
+    def eval_probabilities(self, images: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        return (self.logits.expand(len(images), -1) / self.inference.temperature).softmax(1)
+
+
+def test_ensemble_is_the_mean_of_each_members_own_probabilities() -> None:
+    a, b = _Member([2.0, 0.0, 0.0]), _Member([0.0, 3.0, 0.0], temperature=2.0)
+    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    got = Ensemble([a, b])(images)
+    expected = (torch.tensor([2.0, 0.0, 0.0]).softmax(0) + torch.tensor([0.0, 1.5, 0.0]).softmax(0)) / 2
+    torch.testing.assert_close(got, expected.expand(4, -1))
+    torch.testing.assert_close(Ensemble([a])(images), a.eval_probabilities(images))
+
+
+def test_members_of_other_classes_or_sizes_are_refused_in_one_line() -> None:
+    names = ["a", "b"]
+    check_compatible(["x", "y"], [names, names], [32, 32])
+    with pytest.raises(UserInputError, match="y has classes") as err:
+        check_compatible(["x", "y"], [names, ["b", "a"]], [32, 32])  # same classes, other order: still refused
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserInputError, match="image_size 64"):
+        check_compatible(["x", "y"], [names, names], [32, 64])
+    with pytest.raises(UserInputError):
+        Ensemble([])
+
+
+def test_summarize_prints_the_fold_ensemble_command_only_for_kfold_folds(tmp_path: Path) -> None:
+    from bloodcls.commands.summarize import RunIdentity, ensemble_note
+
+    everything = frozenset("abcd")
+    folds = [RunIdentity(f"f{i}", ("x", "y"), 2, frozenset(s), everything, 2) for i, s in enumerate(("ab", "cd"))]
+    files = [tmp_path / f"f{i}" / "test" / "metrics.json" for i in range(2)]
+    note = ensemble_note([tmp_path / "f0", tmp_path / "f1"], files, folds)
+    assert note is not None
+    assert f"--ckpt_path {tmp_path / 'f0' / 'checkpoints' / 'best.ckpt'} --ensemble" in note
+    assert "no fold's test split can evaluate it" in note
+    seeds = [RunIdentity(f"s{i}", ("x", "y"), 2, frozenset("ab"), everything, None) for i in range(2)]
+    assert ensemble_note([tmp_path / "s0", tmp_path / "s1"], files, seeds) is None  # same test set: not folds
