@@ -70,8 +70,8 @@ class InferenceOverrides(Callback):
             write_json(out_dir / INFERENCE_JSON, record)
 
     def _remove(self, pl_module: L.LightningModule) -> None:
-        if hasattr(pl_module, "ensemble_members"):
-            pl_module.ensemble_members = []  # type: ignore[attr-defined]
+        model: Any = pl_module  # a bloodcls Classifier
+        model.ensemble_members = []
         self._members = []
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
