@@ -260,6 +260,8 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
 
     members = describe_members(paths, members_of(model))
     first = members_of(model)[0]
+    # A referral threshold was chosen on one model's validation probabilities; an ensemble's differ.
+    review_threshold = first.inference.review_threshold if len(members) == 1 else None
     output = Path(args.output) if args.output else default_output(ckpt_path)
     contract = {
         "input": f"{INPUT_NAME}: uint8 (batch, 3, {image_size}, {image_size}) RGB, 0..255 (normalised inside)",
@@ -274,6 +276,7 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
         # Which models and test-time augmentation the graph holds (temperature is inside it too).
         "bloodcls.tta": json.dumps(sorted({m["tta"] for m in members})),
         "bloodcls.members": json.dumps(members),
+        "bloodcls.review_threshold": json.dumps(review_threshold),  # flag cells below it for review; null: none
     }
     start = time.perf_counter()
     export_onnx(model, output, image_size, metadata)
@@ -283,6 +286,7 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
         "class_names": list(first.class_names),
         "image_size": image_size,
         "members": members,
+        "review_threshold": review_threshold,
         **contract,
         "export_s": round(time.perf_counter() - start, 2),
     }
