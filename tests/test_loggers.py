@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from bloodcls import io as bio
 from bloodcls.errors import DiskFullError
 from bloodcls.loggers import CSVLogger
-from tests.conftest import REPO
+from conftest import REPO
 
 
 class LoggingModel(BoringModel):

@@ -11,7 +11,7 @@ from bloodcls.data import BloodCellDataModule, CsvSource, FolderSource, MedMnist
 from bloodcls.data.interface import EvaluationData, LoaderRequest, TrainingData
 from bloodcls.data.sources import source_for_root
 from bloodcls.errors import UserInputError
-from tests.conftest import run_cli
+from conftest import run_cli
 
 
 def _dm(**kwargs: object) -> BloodCellDataModule:
