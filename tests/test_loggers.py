@@ -9,13 +9,13 @@ from typing import Any
 
 import lightning as L
 import pytest
+from conftest import REPO
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 
 from bloodcls import io as bio
 from bloodcls.errors import DiskFullError
 from bloodcls.loggers import CSVLogger
-from conftest import REPO
 
 
 class LoggingModel(BoringModel):

@@ -11,12 +11,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import REPO, run_cli
 
 from bloodcls.data import BloodCellDataModule
 from bloodcls.data import split_plan as P
 from bloodcls.data.loading import DecodeSettings, load_folder
 from bloodcls.errors import UserInputError
-from conftest import REPO, run_cli
 
 LATIN1 = b"caf\xe9.png"  # "café.png" in Latin-1: not valid UTF-8
 SHOWN = "caf\\xe9.png"  # how every bloodcls output file writes it (bloodcls.io.path_text)

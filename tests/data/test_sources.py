@@ -6,12 +6,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from bloodcls.data import BloodCellDataModule, CsvSource, FolderSource, MedMnistSource, SyntheticSource
 from bloodcls.data.interface import EvaluationData, LoaderRequest, TrainingData
 from bloodcls.data.sources import source_for_root
 from bloodcls.errors import UserInputError
-from conftest import run_cli
 
 
 def _dm(**kwargs: object) -> BloodCellDataModule:
