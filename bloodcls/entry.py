@@ -22,6 +22,7 @@ TOOL_COMMANDS: dict[str, str] = {
     "export": "export a checkpoint to ONNX (with an ONNX Runtime parity check)",
     "explain": "class activation maps (Grad-CAM, Grad-CAM++, EigenCAM, Score-CAM) of a checkpoint's predictions",
     "summarize": "mean +- std of test metrics over runs (k-fold folds, seeds)",
+    "embed": "embed a dataset's splits with a frozen backbone (cached; for light heads: configs/strategies/knn.yaml)",
 }
 
 

@@ -86,9 +86,14 @@ def load_classifier(ckpt_path: Path) -> Any:
     """The strategy LightningModule of a bloodcls checkpoint in eval mode on the CPU, with the training-speed options
     off: never compiled, plain convolutions (an exporter and ONNX Runtime optimise those best)."""
     import bloodcls.strategies  # noqa: F401  (imports every strategy so the checkpoint's class path resolves)
-    from bloodcls.strategies.base import Classifier
+    from bloodcls.strategies.base import Classifier, registered_strategies
 
-    return Classifier.load_from_checkpoint(
+    # The checkpoint's own strategy class (LightningCLI records it), so strategy-specific state (e.g. a frozen-backbone
+    # head's fitted buffers) loads; the base class when the name is unknown.
+    class_path = str(read_checkpoint(Path(ckpt_path))["hyper_parameters"].get("_class_path", ""))
+    by_short_name = {f"bloodcls.strategies.{c.__name__}": c for c in registered_strategies().values()}
+    strategy = registered_strategies().get(class_path) or by_short_name.get(class_path) or Classifier
+    return strategy.load_from_checkpoint(
         ckpt_path, map_location="cpu", weights_only=True, compile=False, tiny_map_matmul=False
     ).eval()
 
