@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt_path", "--ckpt-path", metavar="CKPT", help="a bloodcls checkpoint (its split too)")
     parser.add_argument("--backbone", metavar="NAME", help="a timm / bloodcls architecture instead of a checkpoint")
     parser.add_argument("--pretrained_weights", "--pretrained-weights", metavar="FILE", help="local weights file")
-    parser.add_argument("--backbone_kwargs", metavar="JSON", help='e.g. \'{"img_size": 224}\' for a ViT')
+    parser.add_argument("--backbone_kwargs", metavar="JSON", help="e.g. '{\"img_size\": 224}' for a ViT")
     parser.add_argument("--config", action="append", metavar="FIT.yaml", help="fit config(s) naming the data")
     parser.add_argument("--data_root", "--data-root", default=None, help="the data (or where it moved since training)")
     parser.add_argument("--image_size", type=int, default=None, help="default: the config's, else the weights'")

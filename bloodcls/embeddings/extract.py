@@ -18,7 +18,8 @@ from bloodcls.inference import tta_views
 def network_fingerprint(net: nn.Module) -> str:
     """SHA-256 over the network's parameters and buffers, without its classifier (which ``pre_logits`` features never
     use): the same weights give the same key whether they came from a checkpoint, a weights file or a seed."""
-    classifier = net.get_classifier() if hasattr(net, "get_classifier") else None
+    get_classifier = getattr(net, "get_classifier", None)
+    classifier = get_classifier() if callable(get_classifier) else None
     skip = {t.data_ptr() for t in classifier.state_dict().values()} if isinstance(classifier, nn.Module) else set()
     digest = hashlib.sha256(type(net).__name__.encode())
     for name, tensor in sorted(net.state_dict().items()):

@@ -13,8 +13,6 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 from torch.nn import functional as F
 
-from bloodcls.strategies.label_propagation import label_propagation
-
 # Logit of a class the labeled set never showed: never predicted, still a finite number (exports, softmax).
 ABSENT_CLASS_LOGIT = -1e4
 
@@ -155,6 +153,9 @@ def fit_label_propagation(
 ) -> GraphVoteHead:
     """Propagate the labels over the k-NN graph of labeled + unlabeled embeddings (the project's label propagation),
     then classify new images by a k-NN vote over the propagated scores of the graph's nodes."""
+    # Imported here: bloodcls.strategies imports this module (FrozenHead), so a top-level import would be circular.
+    from bloodcls.strategies.label_propagation import label_propagation
+
     features = np.concatenate([labeled, unlabeled])
     targets = np.concatenate([labels, np.full(len(unlabeled), -1, dtype=np.int64)])
     probs, _ = label_propagation(features, targets, num_classes, k=k, alpha=alpha, gamma=gamma)

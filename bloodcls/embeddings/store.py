@@ -32,7 +32,9 @@ def default_embedding_dir() -> Path:
 def image_hashes(images: np.ndarray) -> list[str]:
     """Content hash of each network input (B, 3, S, S) uint8: its shape and pixels, i.e. the decoded image at the
     run's resolution after the evaluation transform -- what the embedding actually depends on."""
-    return [hashlib.sha256(f"{a.shape}|{a.dtype}".encode() + np.ascontiguousarray(a).tobytes()).hexdigest() for a in images]
+    return [
+        hashlib.sha256(f"{a.shape}|{a.dtype}".encode() + np.ascontiguousarray(a).tobytes()).hexdigest() for a in images
+    ]
 
 
 def identity_key(identity: dict[str, Any]) -> str:
@@ -65,7 +67,9 @@ class EmbeddingStore:
             except (OSError, ValueError):
                 stored = None
             if stored != self.identity:
-                log.warning("embedding cache %s was built for another backbone/preprocessing: rebuilding", self.directory)
+                log.warning(
+                    "embedding cache %s was built for another backbone/preprocessing: rebuilding", self.directory
+                )
                 shutil.rmtree(self.directory)
                 self.rebuilt = True
         if not self.directory.exists():

@@ -13,8 +13,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from bloodcls.embeddings.extract import embed_dataset, embedding_identity, tta_features
-from bloodcls.embeddings.heads import GraphVoteHead, LinearHead, MLPHead, fit_knn, fit_label_propagation, fit_linear
-from bloodcls.embeddings.heads import fit_mlp
+from bloodcls.embeddings.heads import (
+    GraphVoteHead,
+    LinearHead,
+    MLPHead,
+    fit_knn,
+    fit_label_propagation,
+    fit_linear,
+    fit_mlp,
+)
 from bloodcls.embeddings.store import EmbeddingDtype, EmbeddingStore, default_embedding_dir
 from bloodcls.errors import UserInputError
 from bloodcls.strategies.backbones import backbone
@@ -122,8 +129,9 @@ class FrozenHead(Classifier):
         elif self.head_name == "label_propagation":
             head = fit_label_propagation(x, y, unlabeled, classes, self.k, self.alpha, self.gamma)
         else:
-            head = fit_mlp(x, y, classes, self.hidden, self.mlp_epochs, self.mlp_lr, self.mlp_weight_decay,
-                           self.label_smoothing)
+            head = fit_mlp(
+                x, y, classes, self.hidden, self.mlp_epochs, self.mlp_lr, self.mlp_weight_decay, self.label_smoothing
+            )
         self.head = head.to(self.device)
         rank_zero_info(
             f"FrozenHead[{self.head_name}]: {len(x)} labeled + {len(unlabeled)} unlabeled embeddings "
@@ -134,7 +142,7 @@ class FrozenHead(Classifier):
         self.trainer.fit_loop.max_epochs = 1
         self.trainer.limit_train_batches = 1
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # type: ignore[override]
         # The head was fitted in on_fit_start. One empty optimizer step advances the global step, without which
         # Lightning's ModelCheckpoint would not save the validated epoch.
         optimizer = self.optimizers()
