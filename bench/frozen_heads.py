@@ -28,9 +28,13 @@ from bloodcls.embeddings.store import EmbeddingStore, default_embedding_dir
 COLUMNS = ("backbone", "head", "labels_per_class", "seed", "acc", "balanced_acc", "macro_f1", "n_test", "wall_s")
 
 
-def datamodule(args: argparse.Namespace, budget: int | None, seed: int) -> BloodCellDataModule:
+def datamodule(
+    args: argparse.Namespace, budget: int | None, seed: int, val_per_class: int | None = 20
+) -> BloodCellDataModule:
+    """The split of configs/pbc/label_efficiency_64px.yaml at ``budget`` labels per class (``split_seed`` = seed)."""
     return BloodCellDataModule(
-        root=args.root, image_size=args.image_size, val_per_class=20, labels_per_class=budget, split_seed=seed,
+        root=args.root, image_size=args.image_size, val_per_class=val_per_class, labels_per_class=budget,
+        split_seed=seed,
         cache="disk", num_workers=0, eval_batch_size=256,
     )  # fmt: skip
 
@@ -49,15 +53,16 @@ def model_of(args: argparse.Namespace, num_classes: int) -> Any:
 
 
 def embed_all(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, float]:
-    """Embeddings and labels of every listed row (rows of excluded files stay zero), and the embedding seconds."""
-    dm = datamodule(args, None, 0)
+    """Embeddings and labels of every usable listed row, and the embedding seconds. No val cap here: a capped
+    validation split would leave its other rows (test rows of other seeds) unembedded."""
+    dm = datamodule(args, None, 0, val_per_class=None)
     model = model_of(args, dm.num_classes)
     store = EmbeddingStore(
         args.cache_dir or default_embedding_dir(), embedding_identity(model.net, model.mean, model.std, "none")
     )
     start = time.perf_counter()
     matrix: np.ndarray | None = None
-    for split in (S.TRAIN, S.VAL, S.TEST):
+    for split in (S.TRAIN, S.VAL, S.TEST):  # every usable row: deduplicated copies alone are excluded
         dataset = dm._dataset(split, dm.eval_views)  # noqa: SLF001
         emb, _, _ = embed_dataset(model.embed, dm.eval_loader(dataset), store)
         if matrix is None:
@@ -102,6 +107,7 @@ def main() -> None:
         for seed in args.seeds:
             subsets = datamodule(args, budget, seed).subsets
             train, pool, test = (np.flatnonzero(subsets == s) for s in (S.TRAIN, S.UNLABELED, S.TEST))
+            assert np.abs(features[np.concatenate([train, pool, test])]).sum(axis=1).all(), "an unembedded row"
             num_classes = int(labels.max()) + 1
             for head in args.heads:
                 torch.manual_seed(seed)

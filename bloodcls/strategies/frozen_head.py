@@ -5,7 +5,7 @@ head, so validate / test / predict / export / reports treat the run like any oth
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ class FrozenHead(Classifier):
     **kwargs: the ``Classifier`` arguments; ``backbone`` + ``pretrained_weights`` or ``backbone_checkpoint`` name the
         frozen network (the backbone's own classifier is never used).
     """
+
+    # The network never takes a gradient step (the strategy contract's one-step test does not apply).
+    trains_backbone: ClassVar[bool] = False
 
     def __init__(
         self,
