@@ -55,3 +55,13 @@ def test_frozen_head_fits_reloads_and_embeds(fragment: str, tmp_path: Path, caps
     with pytest.raises(SystemExit) as exc:
         embed_main(["--backbone", "bloodcls_cnn_tiny"])
     assert exc.value.code == 2 and "--config" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fragment", ["configs/strategies/knn.yaml", "configs/strategies/mlp_head.yaml"])
+def test_frozen_head_exports_to_onnx_with_parity(fragment: str, tmp_path: Path) -> None:
+    from bloodcls.commands.export import main as export_main
+
+    best = _fit(tmp_path, fragment)
+    export_main(["--ckpt_path", str(best), "--format", "onnx", "--check"])  # exits 2 when parity fails
+    assert (best.parent.parent / "export" / "best.onnx").is_file()
