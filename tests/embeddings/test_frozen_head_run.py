@@ -65,3 +65,26 @@ def test_frozen_head_exports_to_onnx_with_parity(fragment: str, tmp_path: Path) 
     best = _fit(tmp_path, fragment)
     export_main(["--ckpt_path", str(best), "--format", "onnx", "--check"])  # exits 2 when parity fails
     assert (best.parent.parent / "export" / "best.onnx").is_file()
+
+
+def test_embed_a_named_backbone_with_local_weights_over_a_config_s_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import timm
+    import yaml
+
+    torch.save(timm.create_model("bloodcls_cnn_tiny", num_classes=3).state_dict(), tmp_path / "w.pth")
+    config = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
+    config["data"]["init_args"]["source"]["init_args"]["per_class"] = 8
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(config))
+    args = ["--backbone", "bloodcls_cnn_tiny", "--pretrained_weights", str(tmp_path / "w.pth"), "--image_size", "32"]
+    args += ["--config", str(tmp_path / "fit.yaml"), "--cache_dir", str(tmp_path / "cache"), "--dtype", "float32"]
+    embed_main([*args, "--output", str(tmp_path / "a"), "--splits", "val", "test"])
+    assert "computed" in capsys.readouterr().out
+    embed_main([*args, "--output", str(tmp_path / "b"), "--tta", "d4", "--splits", "val", "test"])
+    plain, d4 = np.load(tmp_path / "a" / "embeddings.npy"), np.load(tmp_path / "b" / "embeddings.npy")
+    assert plain.dtype == np.float32 and plain.shape == d4.shape and not np.allclose(plain, d4)  # TTA: its own key
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    with pytest.raises(SystemExit) as exc:  # no labels_per_class in this config: no unlabeled split
+        embed_main([*args, "--output", str(tmp_path / "c"), "--splits", "unlabeled"])
+    assert exc.value.code == 2 and "has no unlabeled split" in capsys.readouterr().err
