@@ -23,6 +23,7 @@ TOOL_COMMANDS: dict[str, str] = {
     "explain": "class activation maps (Grad-CAM, Grad-CAM++, EigenCAM, Score-CAM) of a checkpoint's predictions",
     "calibrate": "fit a checkpoint's temperature and referral threshold on its validation split (stored in it)",
     "summarize": "mean +- std of test metrics over runs (k-fold folds, seeds)",
+    "embed": "embed a dataset's splits with a frozen backbone (cached; for light heads: configs/strategies/knn.yaml)",
 }
 
 

@@ -21,10 +21,16 @@ def load_member(path: str | Path, tta: str | None = None) -> Any:
     checkpoint's default test-time augmentation."""
     import bloodcls.strategies  # noqa: F401  (imports every strategy so the checkpoint's class path resolves)
     from bloodcls.checkpoints import load_checkpoint
-    from bloodcls.strategies.base import Classifier
+    from bloodcls.strategies.base import Classifier, registered_strategies
 
-    load_checkpoint(path)  # a one-line error for a missing, corrupt or unsafe file before Lightning reads it
-    model = Classifier.load_from_checkpoint(
+    # A one-line error for a missing, corrupt or unsafe file before Lightning reads it.
+    checkpoint = load_checkpoint(path)
+    # The checkpoint's own strategy class (LightningCLI records it), so strategy-specific state (e.g. a frozen-backbone
+    # head's fitted buffers) loads; the base class when the name is unknown.
+    class_path = str(checkpoint.get("hyper_parameters", {}).get("_class_path", ""))
+    by_short_name = {f"bloodcls.strategies.{c.__name__}": c for c in registered_strategies().values()}
+    strategy = registered_strategies().get(class_path) or by_short_name.get(class_path) or Classifier
+    model = strategy.load_from_checkpoint(
         str(path), map_location="cpu", weights_only=True, compile=False, tiny_map_matmul=False
     ).eval()
     if tta is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from torch import nn
 
 import bloodcls.models.zoo  # noqa: F401  (imports every bloodcls network, registering it into timm)
@@ -55,6 +56,69 @@ def _weights_overlay(weights: str) -> dict[str, Any]:
     return {"file": str(path), "source": ""}
 
 
+def _read_weights(path: Path) -> dict[str, Any]:
+    """A weights file's tensors: safetensors, or a (weights-only) torch pickle, unwrapped from the usual containers
+    (``state_dict``, ``model``, ``teacher`` -- DINO-style training checkpoints keep the backbone under ``teacher``)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: Any = load_file(str(path))
+    else:
+        state = load_checkpoint(path, "model.pretrained_weights")
+    for key in ("state_dict", "model", "teacher"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserInputError(f"model.pretrained_weights: {path} holds no state dict of tensors")
+    return dict(state)
+
+
+def load_local_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local weights file into a timm ``model`` through the architecture's own checkpoint filter (timm's
+    ``checkpoint_filter_fn`` of the model's module: e.g. ViTs map the original DINOv2 layout -- ``mask_token``,
+    ``register_tokens`` -- and resample position embeddings to the model's input size). The classifier may be
+    missing or shaped for other classes (it is kept as initialised); any other missing or unexpected key is a
+    one-line error listing the first ones."""
+    import importlib
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise MissingPathError(f"model.pretrained_weights: {file} does not exist")
+    state = _read_weights(file)
+    filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if callable(filter_fn):
+        try:
+            state = filter_fn(state, model)
+        except (KeyError, RuntimeError, ValueError, AttributeError) as err:
+            raise UserInputError(
+                f"model.pretrained_weights: {file} does not fit {type(model).__name__} ({type(err).__name__}: {err})"
+            ) from None
+    own = model.state_dict()
+    get_classifier = getattr(model, "get_classifier", None)
+    classifier = get_classifier() if callable(get_classifier) else None
+    head_ptrs = {t.data_ptr() for t in classifier.state_dict().values()} if isinstance(classifier, nn.Module) else set()
+    head_keys = {k for k, v in own.items() if v.data_ptr() in head_ptrs and v.numel()}
+    state = {k: v for k, v in state.items() if not (k in head_keys and v.shape != own[k].shape)}
+    missing = [k for k in own if k not in state and k not in head_keys]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = [
+            f"{label} {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''} ({len(keys)})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
+        raise UserInputError(
+            f"model.pretrained_weights: {file} does not fit {type(model).__name__}: {'; '.join(parts)}"
+        )
+    model.load_state_dict(state, strict=False)
+    return model
+
+
 def create_backbone(
     name: str,
     num_classes: int,
@@ -77,6 +141,9 @@ def create_backbone(
     create_kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
     if drop_rate:
         create_kwargs["drop_rate"] = drop_rate
+    if pretrained_weights is not None and "://" not in pretrained_weights:
+        # Local files: loaded here, through the architecture's checkpoint filter, with key-level errors.
+        return load_local_weights(timm.create_model(name, pretrained=False, **create_kwargs), pretrained_weights)
     if pretrained_weights is not None:
         create_kwargs["pretrained_cfg_overlay"] = _weights_overlay(pretrained_weights)
         pretrained = True

@@ -13,6 +13,7 @@ from bloodcls.strategies.contrastive import ContrastivePretrain
 from bloodcls.strategies.fixmatch import FixMatch
 from bloodcls.strategies.flexmatch import FlexMatch
 from bloodcls.strategies.freematch import FreeMatch
+from bloodcls.strategies.frozen_head import FrozenHead
 from bloodcls.strategies.mean_teacher import MeanTeacher
 from bloodcls.strategies.pseudo_label import PseudoLabel
 from bloodcls.strategies.self_training import SelfTraining
@@ -29,6 +30,7 @@ __all__ = [
     "FixMatch",
     "FlexMatch",
     "FreeMatch",
+    "FrozenHead",
     "MeanTeacher",
     "PseudoLabel",
     "PseudoLabelSkeleton",

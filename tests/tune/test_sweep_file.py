@@ -39,6 +39,7 @@ SWEEP_STRATEGY = {
     "pseudo_label_thresholds": "pseudo_label",
     "self_training": "self_training",
     "labels_per_class": "fixmatch",
+    "linear_probe": "linear_probe",
 }
 SPACE = {"model.init_args.confidence_threshold": "uniform(0.7, 0.99)"}
 
