@@ -89,6 +89,8 @@ class TestReport(Callback):
             extra["data"]["n_skipped"] = len(report["skipped"])
             extra["data"]["n_duplicate_groups"] = len(report["duplicate_groups"])
             extra["data"]["n_label_conflicts"] = len(report["label_conflicts"])
+            if "class_map" in report:  # external-lab evaluation: what was mapped, excluded, and not measurable
+                extra["data"]["class_map"] = report["class_map"]
         names = _class_names(trainer, pl_module)
         metrics = write_report(out_dir, probs.numpy(), labels.numpy(), names, paths=paths, extra=extra)
         self.last_metrics = metrics
