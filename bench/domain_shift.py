@@ -77,15 +77,22 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     for run in runs:
         ckpt = run / "checkpoints" / "best.ckpt"
+        label = run.parent.name if run.name.startswith("version_") else run.name
         if ns.in_domain:
-            row = evaluate(ckpt, [], out / "reports" / run.parent.name / "in_domain")
-            results.append({"run": run.parent.name, "data": "own test split", "option": "none", **row})
+            row = evaluate(ckpt, [], out / "reports" / label / "in_domain")
+            results.append({"run": label, "data": "own test split", "option": "none", **row})
         for name, transform in chosen.items():
             args = ["--data.root", str(variant), "--class_map", str(out / "map.yaml")]
-            args += ["--data.eval_transform", json.dumps(transform)]
-            row = evaluate(ckpt, args, out / "reports" / run.parent.name / name)
-            results.append({"run": run.parent.name, "data": "shifted variant", "option": name, **row})
+            args += ["--data.eval_transform", transform if isinstance(transform, str) else json.dumps(transform)]
+            row = evaluate(ckpt, args, out / "reports" / label / name)
+            results.append({"run": label, "data": "shifted variant", "option": name, **row})
             print(json.dumps(results[-1]), flush=True)
+    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else []
+    results = [
+        r
+        for r in previous
+        if (r["run"], r["data"], r["option"]) not in {(x["run"], x["data"], x["option"]) for x in results}
+    ] + results
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print("| run | data | eval option | acc | balanced acc |\n|---|---|---|---|---|")
     for r in results:
