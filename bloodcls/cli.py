@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -237,6 +238,40 @@ def _config_from_checkpoint(args: list[str]) -> list[str]:
     return args
 
 
+def _class_map_args(args: list[str]) -> list[str]:
+    """``--class_map MAP`` (external-lab evaluation) becomes ``data.class_map`` plus ``data.model_classes`` read from
+    the checkpoint; the report goes to ``RUN/test_<external folder>/`` so the run's own test report stays."""
+    rest: list[str] = []
+    values: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        key, eq, value = args[i].partition("=")
+        if key in ("--class_map", "--ckpt_path", "--data.root", "--data.init_args.root"):
+            if not eq:
+                value = args[i + 1] if i + 1 < len(args) else ""
+            values[key.replace("init_args.", "")] = value
+            if key == "--class_map":
+                i += 1 if eq else 2  # consumed here: LightningCLI does not know the flag
+                continue
+        rest.append(args[i])
+        i += 1
+    class_map, ckpt, root = values.get("--class_map"), values.get("--ckpt_path"), values.get("--data.root")
+    if class_map is None:
+        return args
+    if not ckpt:
+        raise UserInputError("--class_map needs --ckpt_path: the model whose classes the map targets")
+    from bloodcls.checkpoints import summarize_checkpoint
+
+    classes = summarize_checkpoint(ckpt).class_names
+    if not classes:
+        raise UserInputError(f"--ckpt_path: {ckpt} records no class names; --class_map cannot map to it")
+    rest += ["--data.init_args.class_map", class_map, "--data.init_args.model_classes", json.dumps(classes)]
+    if not any(a.startswith("--report.output_dir") for a in args) and Path(ckpt).parent.name == "checkpoints":
+        name = Path(root).name if root else "external"
+        rest += ["--report.output_dir", str(Path(ckpt).parent.parent / f"test_{name}")]
+    return rest
+
+
 def main(argv: list[str] | None = None) -> None:
     """The trainer commands (the console script is ``bloodcls.entry.main``, which hands them here); returns None
     so the process exit status is 0 on success."""
@@ -256,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [sys.argv[0] if sys.argv else "bloodcls", command, *rest]
     try:
         with user_errors(f"bloodcls {command}"):
+            if command in ("validate", "test"):
+                sys.argv = [*sys.argv[:2], *_class_map_args(sys.argv[2:])]
             BloodCLI()
     finally:
         sys.argv = saved_argv

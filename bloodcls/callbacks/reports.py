@@ -100,6 +100,8 @@ class TestReport(Callback):
             extra["data"]["n_skipped"] = len(report["skipped"])
             extra["data"]["n_duplicate_groups"] = len(report["duplicate_groups"])
             extra["data"]["n_label_conflicts"] = len(report["label_conflicts"])
+            if "class_map" in report:  # external-lab evaluation: what was mapped, excluded, and not measurable
+                extra["data"]["class_map"] = report["class_map"]
         names = _class_names(trainer, pl_module)
         settings = getattr(pl_module, "inference", None)
         if settings is not None:

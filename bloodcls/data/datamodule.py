@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from bloodcls.data import split_plan as P
 from bloodcls.data import splits as S
 from bloodcls.data.cache import CacheMode
+from bloodcls.data.class_map import ClassMapSpec, MappedSource
 from bloodcls.data.datasets import ConcatArrays, ImageArrayDataset, IndexedArrayView
 from bloodcls.data.interface import LoaderRequest, PseudoLabels
 from bloodcls.data.loaders import LoaderSettings, pseudo_round_loader, train_loader
@@ -62,6 +63,11 @@ class BloodCellDataModule(L.LightningDataModule):
         steps_per_epoch: fixed optimisation steps per epoch (samplers draw with replacement); recommended for
             semi-supervised runs, where a 10-labels-per-class set would otherwise make one-step epochs. Under DDP
             it is the step count of every rank (each batch is per device; the ranks draw disjoint shares).
+        class_map: evaluate on another dataset (external-lab evaluation): ``{external folder: model class}`` or a
+            YAML file of it (``null`` excludes a folder). The whole dataset under ``root`` is then the evaluation
+            set (no split, no training); unmapped folders are excluded with a warning. ``bloodcls test --class_map
+            map.yaml`` sets it and ``model_classes`` from the checkpoint.
+        model_classes: the evaluated model's classes in label order (needed with ``class_map``).
     """
 
     def __init__(
@@ -94,6 +100,8 @@ class BloodCellDataModule(L.LightningDataModule):
         unlabeled_batch_size: int | None = None,
         steps_per_epoch: int | None = None,
         decode_workers: int | None = None,
+        class_map: ClassMapSpec | None = None,
+        model_classes: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -102,8 +110,18 @@ class BloodCellDataModule(L.LightningDataModule):
             # Checkpoints hold plain data (Lightning reloads them with weights_only=True), never a pickled object.
             self.hparams["source"] = source.config() if source is not None else None
         self.source: DataSource = source_for_root(root) if source is None else source
-        if source is not None and root is not None:
+        if class_map is not None and root is not None:
+            self.source = source_for_root(root)  # another dataset: whatever source the model was trained from
+        elif source is not None and root is not None:
             self.source = source.with_root(root)
+        self.evaluation_only = class_map is not None
+        if class_map is not None:
+            if not model_classes:
+                raise UserInputError(
+                    "data.class_map needs data.model_classes (the model's classes); `bloodcls test --ckpt_path CKPT "
+                    "--class_map MAP` reads them from the checkpoint"
+                )
+            self.source = MappedSource(self.source, class_map, model_classes)
         image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
         if image_size < 8:
             raise UserInputError(f"data.image_size={image_size} must be >= 8")
@@ -158,6 +176,8 @@ class BloodCellDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if stage == "predict" and self.predict_folder is not None:
             return  # a folder to classify does not need the training source at all
+        if stage == "fit" and self.evaluation_only:
+            raise UserInputError("data.class_map is for evaluating on another dataset (test / validate), not for fit")
         if stage == "fit" and not np.any(self.subsets == S.VAL):
             raise UserInputError(
                 "data.val_fraction leaves no validation images; checkpoint selection needs a validation split"
@@ -166,7 +186,8 @@ class BloodCellDataModule(L.LightningDataModule):
     @property
     def data(self) -> LoadedData:
         if self._data is None:
-            self._data = load_listing(self.source.listing(self.image_size), self.decode_settings)
+            listing = self.source.listing(self.image_size)
+            self._data = load_listing(listing, self.decode_settings, every_class=not self.evaluation_only)
         return self._data
 
     @property
@@ -176,13 +197,17 @@ class BloodCellDataModule(L.LightningDataModule):
             saved = self._restored_split
             if saved is None and self.split_file is not None:
                 saved = P.SavedSplit.from_csv(self.split_file)
-            if saved is not None:
+            if self.evaluation_only:  # another dataset: all of it is the evaluation set
+                self._subsets = np.where(self.data.usable, S.TEST, S.EXCLUDED).astype(object)
+            elif saved is not None:
                 self._subsets = P.apply_saved_split(self.data, saved, self.root)
             else:
                 self._subsets = P.plan_split(self.data, self.split_settings)
         return self._subsets
 
     def rows_of(self, subset: str) -> np.ndarray:
+        if self.evaluation_only and subset == S.VAL:
+            subset = S.TEST  # `validate` on an external dataset evaluates all of it too
         return np.flatnonzero(self.subsets == subset)
 
     def train_class_counts(self) -> np.ndarray:
@@ -325,13 +350,18 @@ class BloodCellDataModule(L.LightningDataModule):
             raise UserInputError(
                 f"the checkpoint was trained on classes {saved_names}, but data.root has {self.class_names}"
             )
+        if self.evaluation_only:
+            return  # the checkpoint's split belongs to its training data, not to the external dataset
         if self.split_file is None:  # an explicit split_file given by the user wins
             self._restored_split = P.SavedSplit.from_state(state_dict["split"])
             self._subsets = None
 
     def data_report(self) -> dict[str, Any]:
         """What was found in the data: counts, skipped files, duplicates, split sizes per class."""
-        return P.data_report(self.data, self.subsets, self.source.kind, self.root, self.image_size)
+        report = P.data_report(self.data, self.subsets, self.source.kind, self.root, self.image_size)
+        if isinstance(self.source, MappedSource) and self.source.mapping is not None:
+            report["class_map"] = self.source.mapping.report()
+        return report
 
     def split_summary(self) -> str:
         """Subset sizes in one line, e.g. ``train 120, val 30, test 30``."""

@@ -73,8 +73,9 @@ def _decode(
     return decoded.images, decoded.hashes, decoded.errors, cache_file
 
 
-def load_listing(listing: SourceListing, settings: DecodeSettings) -> LoadedData:
-    """Decode ``listing``, warn about skipped files, deduplicate by content and check every class is usable."""
+def load_listing(listing: SourceListing, settings: DecodeSettings, every_class: bool = True) -> LoadedData:
+    """Decode ``listing``, warn about skipped files, deduplicate by content and check every class is usable
+    (``every_class`` False, for evaluating on another dataset: at least one image is)."""
     images, hashes, errors, cache_file = _decode(listing, settings)
     skipped = list(listing.skipped) + [(listing.ids[i], reason) for i, reason in sorted(errors.items())]
     warn_skipped(skipped)
@@ -97,7 +98,10 @@ def load_listing(listing: SourceListing, settings: DecodeSettings) -> LoadedData
         names = ", ".join(f"{listing.ids[i]} ({listing.class_names[listing.labels[i]]})" for i in group)
         rank_zero_warn(f"identical images filed under different classes, all dropped: {names}")
     data = LoadedData(listing, images, hashes, usable, skipped, dedupe, cache_file)
-    check_classes(data)
+    if every_class:
+        check_classes(data)
+    elif not data.usable.any():
+        raise UserInputError("data.root: no usable images to evaluate")
     return data
 
 

@@ -1,4 +1,5 @@
-"""Albumentations pipelines by name (``eval`` / ``weak`` / ``strong`` / ``randaugment``) or a YAML list, uint8 images.
+"""Albumentations pipelines by name (``eval`` / ``weak`` / ``strong`` / ``randaugment`` / ``robust``) or a YAML list,
+uint8 images; list items may also name bloodcls's own ``ZoomOut``, ``ZoomIn`` and ``StainNormalize``.
 
 Pipelines keep images uint8: conversion to float and normalisation happen on the training device inside the
 strategy, which is cheaper than shipping float tensors through the loader workers.
@@ -14,6 +15,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from bloodcls.data.stain_transforms import CUSTOM_TRANSFORMS
 from bloodcls.errors import UserInputError
 
 # A name of a preset, or a list whose items are preset names or {"name": <albumentations class>, **kwargs}.
@@ -94,12 +96,31 @@ def _randaugment(image_size: int) -> list[A.BasicTransform]:
     ]
 
 
+def _robust(image_size: int) -> list[A.BasicTransform]:
+    # Another lab's images: other stain (HED jitter), other cell scale (tight or wide crops), other focus.
+    return [
+        *_geometric(image_size)[:3],
+        A.OneOf(
+            [
+                A.Affine(scale=(0.6, 1.0), border_mode=cv2.BORDER_REFLECT_101, p=1.0),  # zoom out: smaller cell
+                A.RandomResizedCrop(size=(image_size, image_size), scale=(0.25, 1.0), ratio=(0.8, 1.25), p=1.0),
+            ],
+            p=0.8,
+        ),
+        A.HEStain(method="random_preset", intensity_scale_range=(0.6, 1.4), intensity_shift_range=(-0.3, 0.3), p=0.8),
+        A.HueSaturationValue(hue_shift_limit=15, sat_shift_limit=30, val_shift_limit=20, p=0.5),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 7), p=1.0), A.Defocus(radius=(1, 3), p=1.0)], p=0.5),
+    ]
+
+
 PRESETS: dict[str, Callable[[int], list[A.BasicTransform]]] = {
     "eval": lambda size: [],
     "weak": _geometric,
     "strong": lambda size: [*_geometric(size), *_photometric(size)],
     # The strong view of FixMatch / FlexMatch / FreeMatch: random N of M ops, then Cutout.
     "randaugment": _randaugment,
+    # Training-time robustness to other labs: HED stain jitter, scale and blur augmentation.
+    "robust": _robust,
 }
 
 
@@ -112,7 +133,7 @@ def _build_item(item: str | dict[str, Any], image_size: int) -> list[A.BasicTran
         raise UserInputError(f"transform entry {item!r} must be a preset name or a mapping with a 'name' key")
     kwargs = {k: v for k, v in item.items() if k != "name"}
     name = str(item["name"])
-    cls = getattr(A, name, None)
+    cls = CUSTOM_TRANSFORMS.get(name) or getattr(A, name, None)
     if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
         raise UserInputError(f"transform '{name}' is not an albumentations transform")
     try:

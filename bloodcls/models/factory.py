@@ -10,6 +10,7 @@ from typing import Any
 
 import timm
 import torch
+from timm.layers import GroupNorm
 from torch import nn
 
 import bloodcls.models.zoo  # noqa: F401  (imports every bloodcls network, registering it into timm)
@@ -127,6 +128,7 @@ def create_backbone(
     pretrained_weights: str | None = None,
     drop_rate: float = 0.0,
     in_chans: int = 3,
+    norm_layer: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Create ``name`` with a ``num_classes`` head.
@@ -134,10 +136,16 @@ def create_backbone(
     ``pretrained=True`` loads timm's published weights (needs the hub); ``pretrained_weights`` (a local
     ``.pth`` / ``.safetensors`` file or an http(s) URL) loads those instead, which is how offline machines
     use pretrained networks. The classifier is re-initialised when the class count differs.
+
+    ``norm_layer`` (``backbone_kwargs: {norm_layer: groupnorm}``): replace every BatchNorm2d of the network by
+    that normalisation (see ``replace_batch_norm``), so it does not depend on the batch statistics of the training
+    domain. Works for any architecture, since the swap happens after construction.
     """
     _check_name(name)
     if num_classes < 2:
         raise UserInputError(f"model.num_classes={num_classes}: a classifier needs at least 2 classes")
+    if norm_layer is not None:
+        _norm_key(norm_layer)  # a typo fails before any weights are fetched
     create_kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
     if drop_rate:
         create_kwargs["drop_rate"] = drop_rate
@@ -148,7 +156,8 @@ def create_backbone(
         create_kwargs["pretrained_cfg_overlay"] = _weights_overlay(pretrained_weights)
         pretrained = True
     try:
-        return timm.create_model(name, pretrained=pretrained, **create_kwargs)
+        model = timm.create_model(name, pretrained=pretrained, **create_kwargs)
+        return model if norm_layer is None else replace_batch_norm(model, norm_layer)
     except pickle.UnpicklingError:
         # A downloaded file whose pickle needs non-allow-listed globals: torch refused it (weights_only=True).
         raise UserInputError(
@@ -164,3 +173,35 @@ def create_backbone(
             f"{str(err).splitlines()[0] if str(err) else ''}). Offline? Download the weights elsewhere and "
             "pass model.pretrained_weights=/path/to/weights"
         ) from err
+
+
+NORM_LAYERS = ("batchnorm", "groupnorm", "layernorm")
+MAX_GROUPS = 32  # GroupNorm's default group count (Wu & He 2018)
+
+
+def _groups(channels: int) -> int:
+    """The largest divisor of ``channels`` not above ``MAX_GROUPS`` (GroupNorm needs an exact division)."""
+    return max(g for g in range(1, min(MAX_GROUPS, channels) + 1) if channels % g == 0)
+
+
+def _norm_key(norm_layer: str) -> str:
+    key = str(norm_layer).replace("_", "").lower()
+    if key not in NORM_LAYERS:
+        raise UserInputError(f"model.backbone_kwargs.norm_layer={norm_layer!r}: expected one of {list(NORM_LAYERS)}")
+    return key
+
+
+def replace_batch_norm(model: nn.Module, norm_layer: str) -> nn.Module:
+    """Swap every ``BatchNorm2d`` of ``model`` for ``norm_layer`` in place (``groupnorm``: up to 32 groups;
+    ``layernorm``: one group, i.e. LayerNorm over C, H, W; ``batchnorm``: unchanged). The new layers are freshly
+    initialised, so pretrained normalisation statistics are not kept."""
+    key = _norm_key(norm_layer)
+    if key == "batchnorm":
+        return model
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                channels = int(child.num_features)
+                groups = _groups(channels) if key == "groupnorm" else 1
+                setattr(parent, child_name, GroupNorm(channels, num_groups=groups, eps=child.eps, affine=child.affine))
+    return model
