@@ -167,3 +167,26 @@ def test_an_existing_sweep_output_is_not_overwritten(tmp_path: Path, capsys: pyt
     with pytest.raises(SystemExit):
         main(["tune", "--config", QUICKSTART, "--sweep", str(_sweep(tmp_path / "s.yaml")), "--output", str(tmp_path)])
     assert "already holds a sweep" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # starts Ray; two linear-probe trials over one embedding cache
+def test_linear_probe_sweep_reuses_the_embedding_cache(image_folder: Path, tmp_path: Path) -> None:
+    workdir = image_folder.parent / f"work_{tmp_path.name}"
+    workdir.mkdir()
+    result = run_cli(
+        "tune",
+        *("--config", QUICKSTART, "--config", str(REPO / "configs" / "strategies" / "linear_probe.yaml")),
+        *("--sweep", str(REPO / "configs" / "sweeps" / "linear_probe.yaml"), "--num_samples", "2"),
+        *("--output", "sweep_out", "--data.init_args.root", str(image_folder)),
+        *("--data.init_args.source", "bloodcls.data.FolderSource", "--data.init_args.labels_per_class", "5"),
+        *FAST[:6],  # tiny backbone, 32 px, no workers; the head's config keeps one epoch
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = list(csv.DictReader((workdir / "sweep_out" / "trials.csv").open()))
+    assert len(rows) == 2
+    for row in rows:
+        assert row["status"] == "completed" and row["error"] == ""
+        assert 0.001 <= float(row["model.init_args.C"]) <= 100.0
+        assert 0.0 <= float(row["val/balanced_acc_best"]) <= 1.0
+    assert len({row["model.init_args.C"] for row in rows}) == 2  # two different C over the same backbone
