@@ -182,10 +182,20 @@ def compute_cams(
     inputs = images.float() / 255.0  # (B, 3, H, W) in [0, 1]
     # Score-CAM draws a tqdm bar per batch on stderr; nothing a user of bloodcls can act on.
     quiet = contextlib.redirect_stderr(io.StringIO()) if method == "scorecam" else contextlib.nullcontext()
-    with torch.enable_grad(), quiet, cam_class(model=wrapper, target_layers=target_layers) as cam:
-        if method == "scorecam":
-            cam.batch_size = 64  # masked copies per forward pass
-        maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    # Frozen networks (Mean Teacher's EMA teacher, a frozen backbone) have no parameter that asks for gradients, so
+    # nothing would flow back to the target layer: they ask for the CAM's duration, and keep no gradient after it.
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for param in frozen:
+        param.requires_grad_(True)
+    try:
+        with torch.enable_grad(), quiet, cam_class(model=wrapper, target_layers=target_layers) as cam:
+            if method == "scorecam":
+                cam.batch_size = 64  # masked copies per forward pass
+            maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    finally:
+        for param in frozen:
+            param.requires_grad_(False)
+        model.zero_grad(set_to_none=True)
     return np.nan_to_num(np.asarray(maps, dtype=np.float32))  # (B, H, W)
 
 

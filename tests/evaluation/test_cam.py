@@ -200,3 +200,16 @@ def test_the_cam_reads_the_network_the_strategy_evaluates_with() -> None:
     assert layers == [model.teacher.get_submodule("features")]
     student = MeanTeacher(backbone="bloodcls_cnn_tiny", num_classes=3, eval_with_teacher=False)
     assert evaluated_network(student, 32) is student.net
+
+
+def test_cams_of_a_frozen_evaluation_network_are_computed_and_leave_it_frozen() -> None:
+    from bloodcls.strategies import MeanTeacher
+
+    torch.manual_seed(0)
+    model = MeanTeacher(backbone="bloodcls_cnn_tiny", num_classes=3, eval_with_teacher=True)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():  # as Lightning's test loop under DDP on gloo (no_grad, not inference mode)
+        cams = compute_cams(model, images, [0, 1])
+    assert cams.shape == (2, 32, 32) and np.isfinite(cams).all() and cams.max() > 0
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert all(p.grad is None for p in model.parameters())
