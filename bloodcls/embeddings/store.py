@@ -70,19 +70,29 @@ class EmbeddingStore:
                 log.warning(
                     "embedding cache %s was built for another backbone/preprocessing: rebuilding", self.directory
                 )
-                shutil.rmtree(self.directory)
+                shutil.rmtree(self.directory, ignore_errors=True)
                 self.rebuilt = True
         if not self.directory.exists():
-            self.directory.mkdir(parents=True)
-            tmp = meta.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.identity, sort_keys=True, indent=1))
-            os.replace(tmp, meta)
+            self._create()
         for hashes_file in sorted(self.directory.glob("shard-*.json")):
             array_file = hashes_file.with_suffix(".npy")
             if not array_file.exists():
                 continue
             for row, h in enumerate(json.loads(hashes_file.read_text())):
                 self._index[h] = (array_file, row)
+
+    def _create(self) -> None:
+        """Make the folder with its ``identity.json`` in one rename: concurrent runs (the trials of a sweep) never
+        see a folder without its identity -- which would read as another backbone's and be removed under them."""
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.directory.with_name(f"{self.key}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        (staging / "identity.json").write_text(json.dumps(self.identity, sort_keys=True, indent=1))
+        try:
+            os.rename(staging, self.directory)
+        except OSError:  # another process created it first (same key: the same identity)
+            shutil.rmtree(staging, ignore_errors=True)
 
     def __len__(self) -> int:
         return len(self._index)

@@ -186,7 +186,7 @@ def test_linear_probe_sweep_reuses_the_embedding_cache(image_folder: Path, tmp_p
     rows = list(csv.DictReader((workdir / "sweep_out" / "trials.csv").open()))
     assert len(rows) == 2
     for row in rows:
-        assert row["status"] == "completed" and row["error"] == ""
+        assert row["status"] == "completed" and row["error"] == "", row["error"]
         assert 0.001 <= float(row["model.init_args.C"]) <= 100.0
         assert 0.0 <= float(row["val/balanced_acc_best"]) <= 1.0
     assert len({row["model.init_args.C"] for row in rows}) == 2  # two different C over the same backbone
