@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import fit_tiny_run, run_cli
+from conftest import fit_tiny_run
 
 
 @pytest.fixture(scope="module")
