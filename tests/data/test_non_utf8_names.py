@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO
 
 from bloodcls.data import BloodCellDataModule
 from bloodcls.data import split_plan as P
@@ -91,29 +91,39 @@ def _one_error_line(stderr: str, prog: str) -> str:
     return lines[0]
 
 
-@pytest.mark.slow  # four bloodcls processes (fit, test, two predicts) and an ONNX export
-def test_fit_test_predict_export_with_a_latin1_file_name(folder: Path, tmp_path: Path) -> None:
-    fit = run_cli(
-        "fit",
-        "--config",
-        str(REPO / "configs/quickstart.yaml"),
-        "--data.source",
-        "bloodcls.data.FolderSource",
-        "--data.source.root",
-        str(folder),
-        "--data.image_size",
-        "32",
-        "--data.test_fraction",
-        "0.3",
-        "--data.num_workers",
-        "0",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        cwd=tmp_path,
+def _run(args: list[str]) -> None:
+    """``bloodcls ARGS`` in this process (the console script's route is tested in tests/cli)."""
+    from bloodcls.entry import main
+
+    main(args)
+
+
+@pytest.mark.slow  # a fit, a test, two predicts and an ONNX export with its parity check
+def test_fit_test_predict_export_with_a_latin1_file_name(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _run(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs/quickstart.yaml"),
+            "--data.source",
+            "bloodcls.data.FolderSource",
+            "--data.source.root",
+            str(folder),
+            "--data.image_size",
+            "32",
+            "--data.test_fraction",
+            "0.3",
+            "--data.num_workers",
+            "0",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
     )
-    assert fit.returncode == 0, fit.stderr[-3000:]
     run = tmp_path / "runs" / "quickstart" / "version_0"
     best = run / "checkpoints" / "best.ckpt"
     split = _utf8_csv(run / "split.csv")
@@ -121,8 +131,7 @@ def test_fit_test_predict_export_with_a_latin1_file_name(folder: Path, tmp_path:
     json.loads((run / "data_report.json").read_bytes().decode("utf-8"))
     assert _utf8_csv(run / "metrics.csv")  # the atomic CSVLogger of the quickstart config
 
-    test = run_cli("test", "--ckpt_path", str(best), cwd=tmp_path)
-    assert test.returncode == 0, test.stderr[-3000:]
+    _run(["test", "--ckpt_path", str(best), "--trainer.enable_progress_bar", "false"])
     tested = {r["path"] for r in _utf8_csv(run / "test" / "test_predictions.csv")}
     assert tested == {r["path"] for r in split if r["subset"] == "test"}
     json.loads((run / "test" / "metrics.json").read_bytes().decode("utf-8"))
@@ -131,8 +140,7 @@ def test_fit_test_predict_export_with_a_latin1_file_name(folder: Path, tmp_path:
     to_classify.mkdir()
     _add_latin1_copy(to_classify, next((folder / "eosinophil").glob("*.png")))
     os.close(os.open(os.path.join(os.fsencode(to_classify), b"bad\xff.jpg"), os.O_CREAT | os.O_WRONLY))  # empty
-    predict = run_cli("predict", "--ckpt_path", str(best), "--data.predict_root", str(to_classify), cwd=tmp_path)
-    assert predict.returncode == 0, predict.stderr[-3000:]
+    _run(["predict", "--ckpt_path", str(best), "--data.predict_root", str(to_classify)])
     predictions = run / "predict" / "predictions.csv"
     assert [r["path"] for r in _utf8_csv(predictions)] == [f"{to_classify}/{SHOWN}"]
     skipped = _utf8_csv(predictions.with_name("predictions_skipped.csv"))
@@ -142,10 +150,11 @@ def test_fit_test_predict_export_with_a_latin1_file_name(folder: Path, tmp_path:
     unreadable = tmp_path / "unreadable"
     unreadable.mkdir()
     (unreadable / "x.png").write_bytes(b"garbage")
-    again = run_cli("predict", "--ckpt_path", str(best), "--data.predict_root", str(unreadable), cwd=tmp_path)
-    assert again.returncode == 2
-    assert "none of the 1 image files under" in _one_error_line(again.stderr, "predict")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        _run(["predict", "--ckpt_path", str(best), "--data.predict_root", str(unreadable)])
+    assert exc.value.code == 2
+    assert "none of the 1 image files under" in _one_error_line(capsys.readouterr().err, "predict")
     assert not predictions.exists() and not predictions.with_name("predictions_skipped.csv").exists()
 
-    export = run_cli("export", "--ckpt_path", str(best), "--check", cwd=tmp_path)
-    assert export.returncode == 0, export.stderr[-3000:]
+    _run(["export", "--ckpt_path", str(best), "--check"])
