@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fit_tiny_run, run_cli
+from conftest import fit_tiny_run
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -80,14 +80,15 @@ def check_in_browser(page: Path, tmp_path: Path, min_images: int) -> np.ndarray:
     return grey
 
 
-def test_reports_render_in_headless_chromium(tmp_path: Path) -> None:
+def test_reports_render_in_headless_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bloodcls.data.synthetic import write_image_folder
+    from bloodcls.entry import main  # in process: the console script's route is tested in tests/cli
 
     chromium()  # skip before training when there is no browser
     best = fit_tiny_run(tmp_path)
     quiet = ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0"]
-    test = run_cli("test", "--ckpt_path", str(best), *quiet, cwd=tmp_path)
-    assert test.returncode == 0, test.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    main(["test", "--ckpt_path", str(best), *quiet])
     report = best.parent.parent / "test" / "report.html"
     assert report.is_file()
     text = report.read_text(encoding="utf-8")
@@ -97,7 +98,6 @@ def test_reports_render_in_headless_chromium(tmp_path: Path) -> None:
 
     folder = tmp_path / "to_classify"
     write_image_folder(folder, 3, 32, seed=5)
-    predict = run_cli("predict", "--ckpt_path", str(best), "--data.predict_root", str(folder), *quiet, cwd=tmp_path)
-    assert predict.returncode == 0, predict.stderr[-3000:]
+    main(["predict", "--ckpt_path", str(best), "--data.predict_root", str(folder), *quiet])
     [predict_page] = list((best.parent.parent).rglob("predict.html"))
     check_in_browser(predict_page, tmp_path, min_images=1 + 5)  # histogram + thumbnails
