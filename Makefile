@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
-## test-fast: unit and contract tests only (no Slurm, Ray, DDP, compile, ONNX or multi-epoch fits), under 90 s
+## test-fast: unit and contract tests only (no Slurm, Ray, DDP, compile, ONNX or multi-epoch fits), about 1.5 min
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
