@@ -1,22 +1,19 @@
 """``bloodcls test`` / ``predict`` ``--tta`` and ``--ensemble``: applied after Lightning restored the checkpoint
 (which sets the model's own inference settings) and before the first batch, and recorded in ``inference.json``
-beside the report or predictions."""
+beside the report or predictions (the test report copies it into metrics.json["inference"])."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from bloodcls.callbacks.reports import PredictionsCSV, TestReport
+from bloodcls.callbacks.reports import INFERENCE_JSON, PredictionsCSV, TestReport
 from bloodcls.distributed import run_dir
 from bloodcls.inference.ensemble import describe_members, load_member, set_tta
 from bloodcls.io import remove_outputs, write_json
-
-INFERENCE_JSON = "inference.json"
 
 
 class InferenceOverrides(Callback):
@@ -30,7 +27,6 @@ class InferenceOverrides(Callback):
         self.tta = tta
         self.ensemble = list(ensemble or [])
         self._members: list[Any] = []
-        self._record: dict[str, Any] | None = None
 
     def _out_dir(self, trainer: L.Trainer, stage: str) -> Path:
         """Where the stage's report / predictions.csv go: the directory of their writer callback, else the run's."""
@@ -64,7 +60,6 @@ class InferenceOverrides(Callback):
             "members": describe_members(paths, [pl_module, *self._members]),
             "combine": "mean of the members' probabilities" if self._members else "single model",
         }
-        self._record = record
         out_dir = self._out_dir(trainer, stage)
         if trainer.is_global_zero:
             write_json(out_dir / INFERENCE_JSON, record)
@@ -81,14 +76,7 @@ class InferenceOverrides(Callback):
         self._apply(trainer, pl_module, "predict")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._remove(pl_module)
-        out_dir = self._out_dir(trainer, "test")
-        metrics = out_dir / "metrics.json"
-        if trainer.is_global_zero and metrics.is_file() and self._record is not None:
-            # The report's metrics.json names every member too (its ckpt_path is the first member's only).
-            document = json.loads(metrics.read_text())
-            if isinstance(document, dict):
-                write_json(metrics, {**document, "inference": self._record})
+        self._remove(pl_module)  # the test report copied inference.json into metrics.json["inference"]
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._remove(pl_module)

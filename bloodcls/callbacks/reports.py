@@ -8,6 +8,7 @@ writes its files atomically: what is there after a run is this run's, complete, 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ from bloodcls.evaluation.report import clear_report, print_report, write_report
 from bloodcls.io import atomic_open, remove_outputs, write_csv
 
 SKIPPED_CSV = "predictions_skipped.csv"
+# Which checkpoint(s), TTA and temperature the probabilities came from; written by InferenceOverrides at test /
+# predict start beside the report, and copied into metrics.json["inference"] by the test report.
+INFERENCE_JSON = "inference.json"
 NEEDS_REVIEW = "needs_review"  # predictions.csv column (true / false), present when the checkpoint has a threshold
 
 
@@ -106,6 +110,8 @@ class TestReport(Callback):
         settings = getattr(pl_module, "inference", None)
         if settings is not None:
             extra["inference"] = {k: v for k, v in settings.to_dict().items() if k != "fitted_on"}
+        record_file = out_dir / INFERENCE_JSON
+        sections = {"inference": json.loads(record_file.read_text())} if record_file.is_file() else None
         logits = gathered["logits"].cpu().numpy() if "logits" in gathered else None
         metrics = write_report(
             out_dir,
@@ -117,6 +123,7 @@ class TestReport(Callback):
             logits=logits,
             temperature=settings.temperature if settings is not None else 1.0,
             review_threshold=settings.review_threshold if settings is not None else None,
+            sections=sections,
         )
         self.last_metrics = metrics
         log_test_report(trainer.loggers, out_dir, metrics, labels.numpy(), probs.numpy().argmax(axis=1), names)

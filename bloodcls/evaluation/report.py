@@ -265,13 +265,14 @@ def write_report(
     *,
     paths: Sequence[str] | None = None,
     extra: dict[str, Any] | None = None,
+    sections: dict[str, Any] | None = None,
     logits: ArrayLike | None = None,
     temperature: float = 1.0,
     review_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Write the full test report into ``out_dir`` (created if needed) and return what went into metrics.json.
 
-    Files: ``metrics.json`` (:func:`classification_metrics` plus ``extra`` under ``"run"``),
+    Files: ``metrics.json`` (:func:`classification_metrics`, ``sections`` as top-level keys, ``extra`` under ``"run"``),
     ``per_class.csv``, ``confusion_matrix.png``, ``roc.png``, ``calibration.png`` and, when ``paths`` is
     given (one per sample, in the order of ``probs``), ``test_predictions.csv`` with class names in the
     ``label`` / ``pred`` columns.
@@ -293,8 +294,8 @@ def write_report(
     plain = None if logits is None else _to_numpy(logits, np.float64)
     if plain is not None and plain.shape != p.shape:
         raise ValueError(f"logits has shape {plain.shape} but probs has {p.shape}")
-    sections = write_calibration_report(out, p, t, plain, temperature, review_threshold)
-    result = {**metrics, **sections, "run": dict(extra or {})}
+    result = {**metrics, **write_calibration_report(out, p, t, plain, temperature, review_threshold)}
+    result.update({**(sections or {}), "run": dict(extra or {})})
     write_json(out / "metrics.json", result)  # Path values in the run info (checkpoint) become strings
     _write_per_class_csv(metrics["per_class"], out / "per_class.csv")
     _plot_confusion(np.asarray(metrics["confusion_matrix"]), class_names, out / "confusion_matrix.png")
