@@ -21,6 +21,13 @@ and ``<out>/model_zoo.md`` (the table, with the published PBC accuracies beside 
         --limit-train-batches 2 --limit-val-batches 2 --limit-test-batches 2  # smoke run (rows marked "smoke")
     python bench/model_zoo.py --accelerator gpu --precision 16-mixed --max-epochs 15  # unchanged on a GPU
     python bench/model_zoo.py --speed-only --speed-batches 1    # no training: params, images/s, epoch estimates
+    python bench/model_zoo.py --time-budget-min 3 --precision bf16-mixed --workers 0   # the same wall time each
+
+``--time-budget-min T`` gives every deep model the same training wall time instead of the same epochs: the untrained
+model's measured speed estimates its epoch time (training + validation), and the fit gets as many whole epochs as fit
+in T minutes (at most ``--max-epochs``), or one epoch over the fraction of the training batches that fits when a
+whole epoch does not (the ``epochs`` column then reads e.g. 0.35). The LR warm-up is shortened to a fifth of such a
+short run, so that a one-epoch budget still decays its learning rate.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -59,6 +67,7 @@ COLUMNS = (
     "backbone",
     "image_size",
     "epochs",
+    "budget_min",
     "smoke",
     "acc",
     "balanced_acc",
@@ -176,10 +185,58 @@ def _is_smoke(args: argparse.Namespace) -> bool:
 
 
 def run_version(args: argparse.Namespace, size: int) -> str:
-    return f"{size}px_e{args.max_epochs}_{args.precision}" + ("_smoke" if _is_smoke(args) else "")
+    budget = f"_t{args.time_budget_min:g}min" if args.time_budget_min else f"_e{args.max_epochs}"
+    return f"{size}px{budget}_{args.precision}" + ("_smoke" if _is_smoke(args) else "")
 
 
-def fit_and_test(args: argparse.Namespace, model: str, size: int) -> tuple[Path, float, float]:
+@dataclass(frozen=True)
+class BudgetPlan:
+    """How a model spends a fixed training wall time: ``max_epochs`` epochs over ``train_fraction`` of the training
+    batches each (1.0 = whole epochs), warm-up ``warmup_epochs``; ``epochs`` is the planned passes over the data."""
+
+    max_epochs: int
+    train_fraction: float
+    warmup_epochs: float
+    epochs: float
+
+    def fit_args(self) -> list[str]:
+        out = ["--trainer.max_epochs", str(self.max_epochs), "--model.init_args.warmup_epochs", f"{self.warmup_epochs:g}"]
+        if self.train_fraction < 1.0:
+            out += ["--trainer.limit_train_batches", f"{self.train_fraction:.4f}"]
+        return out
+
+
+MIN_TRAIN_FRACTION = 0.05  # a model too slow for 5 % of an epoch in the budget overruns it rather than not train
+
+
+def plan_budget(
+    budget_s: float,
+    n_train: int,
+    n_val: int,
+    train_ips: float,
+    infer_ips: float,
+    max_epochs: int,
+    warmup_epochs: float,
+) -> BudgetPlan:
+    """Epochs of a model that trains at ``train_ips`` and validates at ``infer_ips`` images/s within ``budget_s``.
+
+    An epoch costs ``n_train / train_ips + n_val / infer_ips`` seconds (validation runs after every epoch). Whole
+    epochs when at least one fits, capped at ``max_epochs``; otherwise one epoch over the fraction of the training
+    batches that fits beside one validation pass (never under ``MIN_TRAIN_FRACTION``). The warm-up is capped at a
+    fifth of the run so that a short run still reaches its cosine decay.
+    """
+    train_s, val_s = n_train / train_ips, n_val / infer_ips
+    whole = int(budget_s // (train_s + val_s))
+    if whole >= 1:
+        epochs = min(whole, max_epochs)
+        return BudgetPlan(epochs, 1.0, min(warmup_epochs, 0.2 * epochs), float(epochs))
+    fraction = min(1.0, max(MIN_TRAIN_FRACTION, (budget_s - val_s) / train_s))
+    return BudgetPlan(1, fraction, min(warmup_epochs, 0.2), round(fraction, 3))
+
+
+def fit_and_test(
+    args: argparse.Namespace, model: str, size: int, plan: BudgetPlan | None = None
+) -> tuple[Path, float, float]:
     """``bloodcls fit`` then ``bloodcls test`` on the best-on-validation checkpoint; (run dir, fit s, test s)."""
     runs = Path(args.out).resolve() / "runs"
     version = run_version(args, size)
@@ -210,6 +267,7 @@ def fit_and_test(args: argparse.Namespace, model: str, size: int) -> tuple[Path,
         "--data.init_args.image_size",
         str(size),
         *trainer,
+        *(plan.fit_args() if plan else []),
     ]
     if args.data_root:
         fit += ["--data.init_args.root", args.data_root]
@@ -369,19 +427,42 @@ def count_parameters(model: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- one row
+def budget_plan(args: argparse.Namespace, model: str) -> tuple[BudgetPlan, dict[str, Any]]:
+    """The plan for ``--time-budget-min`` from the untrained model's speed (the speed row is kept for the table:
+    training does not change a network's speed)."""
+    speed = speed_row(args, model)
+    base_init = _get(_yaml(REPO / args.base), "model", "init_args") or {}
+    n_train, n_val = args.epoch_images
+    plan = plan_budget(
+        60 * args.time_budget_min,
+        n_train,
+        n_val,
+        speed["train_img_s"],
+        speed["infer_img_s"],
+        args.max_epochs,
+        float(base_init.get("warmup_epochs", 0.0)),
+    )
+    print(f"model_zoo: {model}: {speed['est_epoch_s']} s per epoch -> {plan}", flush=True)
+    return plan, speed
+
+
 def deep_row(args: argparse.Namespace, model: str) -> dict[str, Any]:
     import torch
 
     base_size = int(_get(_yaml(REPO / args.base), "data", "init_args", "image_size") or 64)
     size = image_size_for(model, base_size, args.image_size)
-    run_dir, fit_s, test_s = fit_and_test(args, model, size)
+    plan, speed = budget_plan(args, model) if args.time_budget_min else (None, None)
+    run_dir, fit_s, test_s = fit_and_test(args, model, size, plan)
     metrics = json.loads((run_dir / "test" / "metrics.json").read_text())
     counts = split_counts(run_dir)
     device = _device(args.accelerator)
     net = load_model(run_dir, device)
     train_batch = int(_get(_yaml(run_dir / "config.yaml"), "data", "init_args", "batch_size") or 64)
     gflops = forward_gflops(net, size)
-    train_ips, infer_ips = measure_speed(net, size, device, args.precision, args.speed_batches, train_batch)
+    if speed is None:
+        train_ips, infer_ips = measure_speed(net, size, device, args.precision, args.speed_batches, train_batch)
+    else:
+        train_ips, infer_ips = speed["train_img_s"], speed["infer_img_s"]
     params = count_parameters(net)
     del net
     if device.type == "cuda":
@@ -390,7 +471,8 @@ def deep_row(args: argparse.Namespace, model: str) -> dict[str, Any]:
         "model": model,
         "backbone": backbone_of(model),
         "image_size": size,
-        "epochs": args.max_epochs,
+        "epochs": plan.epochs if plan else args.max_epochs,
+        "budget_min": f"{args.time_budget_min:g}" if args.time_budget_min else "",
         "smoke": _smoke_key(args, model),
         "acc": metrics["acc"],
         "balanced_acc": metrics["balanced_acc"],
@@ -532,8 +614,8 @@ def _duration(seconds: str) -> str:
 def write_markdown(rows: list[dict[str, str]], path: Path, args: argparse.Namespace) -> None:
     """The README table: ours on PBC's test split with the published accuracy beside it."""
     header = (
-        "| model | px | params (M) | GFLOPs | epochs | fit time | inference img/s | accuracy | balanced acc. "
-        "| macro-F1 | published acc. |"
+        "| model | px | params (M) | GFLOPs | epochs | fit time | train img/s | inference img/s | accuracy "
+        "| balanced acc. | macro-F1 | published acc. |"
     )
     lines = [
         f"Test split of `{args.base}` (deduplicated and stratified as that config says); every model trained with "
@@ -542,18 +624,19 @@ def write_markdown(rows: list[dict[str, str]], path: Path, args: argparse.Namesp
         "limited batches and are not results.",
         "",
         header,
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.get("status", "ok") != "ok":
-            lines.append(f"| {r['model']} | {r['image_size']} | failed: {r['status']} ||||||||")
+            lines.append(f"| {r['model']} | {r.get('image_size', '')} | failed: {r['status']} |||||||||")
             continue
         smoke = " (smoke)" if r["smoke"] == "1" else ""
         published = f"{float(r['published_acc']):.2f}" if r["published_acc"] else ""
         lines.append(
             f"| {r['model']}{smoke} | {r['image_size']} | {r['params_m'] or '—'} | {r['gflops'] or '—'} "
             f"| {r['epochs'] or '—'} "
-            f"| {_duration(r['fit_wall_s'])} | {r['infer_img_s'] or '—'} | {_pct(r['acc'])} "
+            f"| {_duration(r['fit_wall_s'])} | {r.get('train_img_s') or '—'} | {r['infer_img_s'] or '—'} "
+            f"| {_pct(r['acc'])} "
             f"| {_pct(r['balanced_acc'])} | {_pct(r['macro_f1'])} | {published} |"
         )
     devices = sorted({f"{r['device']} ({r['accelerator']}, {r['precision']})" for r in rows if r.get("device")})
@@ -574,6 +657,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--base", default="configs/pbc/resnet18_64px.yaml", help="full config giving data and split")
     parser.add_argument("--max-epochs", type=int, default=15, help="the fixed epoch budget of every deep model")
+    parser.add_argument(
+        "--time-budget-min",
+        type=float,
+        default=None,
+        help="the same training wall time for every deep model instead of the same epochs (--max-epochs caps it)",
+    )
     parser.add_argument("--image-size", type=int, default=None, help="force one resolution for every model")
     parser.add_argument("--limit-train-batches", type=batches, default=None, help="smoke runs only")
     parser.add_argument("--limit-val-batches", type=batches, default=None, help="smoke runs only")
@@ -610,6 +699,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from: {' '.join(known)}")
     if args.max_epochs < 1:
         parser.error("--max-epochs must be >= 1")
+    if args.time_budget_min is not None and args.time_budget_min <= 0:
+        parser.error("--time-budget-min must be > 0")
     if args.speed_batches is None:
         args.speed_batches = 20 if _device(args.accelerator).type == "cuda" else 3
     return args
@@ -646,13 +737,14 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table = out / "model_zoo.csv"
     done = {
-        (r["model"], r["epochs"], r["smoke"], r["accelerator"], r["precision"])
+        (r["model"], r["budget_min"] or r["epochs"], r["smoke"], r["accelerator"], r["precision"])
         for r in open_table(table)
         if r["status"] == "ok"
     }
     device = device_name(args.accelerator)
     for model in args.models:
-        epochs = "" if model in BASELINES else str(args.max_epochs)
+        budget = f"{args.time_budget_min:g}" if args.time_budget_min else str(args.max_epochs)
+        epochs = "" if model in BASELINES else budget
         if (model, epochs, _smoke_key(args, model), args.accelerator, args.precision) in done:
             print(f"model_zoo: {model} already in {table}, skipped", flush=True)
             continue

@@ -55,3 +55,32 @@ def resolve_config_paths(config: Any, base: str) -> None:
     for section, value in list(_items(config)):
         if section in PATH_SECTIONS:
             resolve_paths(value, base)
+
+
+def absolute_path_args(args: list[str], base: str) -> list[str]:
+    """Command-line ``--data...root REL`` / ``--model...backbone_checkpoint=REL`` (a ``PATH_KEYS`` key under ``data`` or
+    ``model``) with the value made absolute against ``base`` (the cwd), as soon as it is read.
+
+    Resolving them only after parsing is too late: a ``--config`` file given after them re-resolves the values it
+    inherits against its own folder (``--data.root ../x --config configs/strategies/y.yaml`` read
+    ``configs/x``).
+    """
+    out = list(args)
+    for i, arg in enumerate(out):
+        key, eq, value = arg.partition("=")
+        if not _is_path_flag(key):
+            continue
+        if eq:
+            out[i] = f"{key}={_absolute_arg(value, base)}"
+        elif i + 1 < len(out) and not out[i + 1].startswith("--"):
+            out[i + 1] = _absolute_arg(out[i + 1], base)
+    return out
+
+
+def _is_path_flag(flag: str) -> bool:
+    parts = flag.removeprefix("--").split(".")
+    return flag.startswith("--") and len(parts) > 1 and parts[0] in PATH_SECTIONS and parts[-1] in PATH_KEYS
+
+
+def _absolute_arg(value: str, base: str) -> str:
+    return value if value in ("", "null", "None") else absolute(value, base)

@@ -11,7 +11,7 @@ from jsonargparse import Path as JsonargparsePath
 from lightning.pytorch.cli import LightningArgumentParser
 
 from bloodcls.commands.common import debug, fail, one_line
-from bloodcls.config_paths import resolve_config_paths
+from bloodcls.config_paths import absolute_path_args, resolve_config_paths
 
 # yaml's "in "<unicode string>", line 3, column 1" -- the file name it never knew
 _YAML_WHERE = re.compile(r'in "<unicode string>", line (\d+), column (\d+)')
@@ -36,6 +36,11 @@ class BloodArgumentParser(LightningArgumentParser):
     """LightningArgumentParser whose errors are one ``bloodcls <command>: error: ...`` line (exit 2) instead of
     70-odd lines of usage, and whose ``--config`` files resolve their relative input paths (``config_paths``)
     against the file's own folder, so a config -- and a run's saved config.yaml -- works from any directory."""
+
+    def parse_args(self, args: Any = None, *rest: Any, **kwargs: Any) -> Namespace:
+        if args is not None and not isinstance(args, str):
+            args = absolute_path_args([str(a) for a in args], os.getcwd())
+        return super().parse_args(args, *rest, **kwargs)
 
     def parse_path(
         self,

@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO
 
 from bloodcls.commands.common import parse_fit_config
-from bloodcls.config_paths import absolute, resolve_config_paths
+from bloodcls.config_paths import absolute, absolute_path_args, resolve_config_paths
 
 CONFIG = """
 model:
@@ -73,6 +73,45 @@ def test_a_relative_config_path_from_another_cwd(tmp_path: Path, monkeypatch: py
     monkeypatch.chdir(tmp_path)
     cli = parse_fit_config(["--config", "c/run.yaml"])
     assert cli.config.data.init_args.source.init_args.root == str(tmp_path / "images")
+
+
+def test_a_command_line_path_before_another_config_stays_relative_to_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--data.root REL --config other/fragment.yaml``: the fragment must not re-resolve the inherited value
+    against its own folder (it read ``other/REL``)."""
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "run.yaml").write_text(CONFIG)
+    (tmp_path / "fragments").mkdir()
+    (tmp_path / "fragments" / "more.yaml").write_text("data:\n  init_args:\n    batch_size: 8\n")
+    monkeypatch.chdir(tmp_path / "c")
+    cli = parse_fit_config(
+        [
+            "--config",
+            "run.yaml",
+            "--data.init_args.split_file",
+            "mine.csv",
+            "--model.backbone_checkpoint=w.ckpt",
+            "--config",
+            "../fragments/more.yaml",
+        ]
+    )
+    assert cli.config.data.init_args.split_file == str(tmp_path / "c" / "mine.csv")
+    assert cli.config.model.init_args.backbone_checkpoint == str(tmp_path / "c" / "w.ckpt")
+    assert cli.config.data.init_args.batch_size == 8
+
+
+def test_absolute_path_args_touches_path_flags_only() -> None:
+    args = ["--data.root", "r", "--data.batch_size", "4", "--trainer.default_root_dir", "d", "--data.split_file=null"]
+    assert absolute_path_args(args, "/cwd") == [
+        "--data.root",
+        "/cwd/r",
+        "--data.batch_size",
+        "4",
+        "--trainer.default_root_dir",
+        "d",
+        "--data.split_file=null",
+    ]
 
 
 def test_pbc_configs_still_point_at_the_shared_dataset() -> None:
