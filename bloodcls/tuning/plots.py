@@ -1,4 +1,6 @@
-"""Sweep plots: the metric (best per trial) against each searched parameter, one PNG per parameter.
+"""Sweep plots: the metric (best per trial) against each searched parameter, one PNG per parameter; for two
+numeric ``choice`` parameters (a grid) also the metric against the first with one line per value of the second, as
+the pseudo-labeling papers draw accuracy against the confidence threshold per entropy threshold.
 
 Drawn on a ``Figure`` with an explicit Agg canvas (like the test report): no display, no pyplot global state.
 """
@@ -74,11 +76,46 @@ def plot_metric_vs_param(rows: list[TrialRow], key: str, dist: Distribution, met
     return path
 
 
+def grid_lines(rows: list[TrialRow], x_key: str, line_key: str) -> dict[Any, list[tuple[Any, float]]]:
+    """For each value of ``line_key`` (sorted), the mean best metric per value of ``x_key`` (sorted); trials that
+    reported nothing are left out, so a failed cell is a gap rather than a zero."""
+    points = [r for r in rows if r.best is not None and x_key in r.params and line_key in r.params]
+    line_values = sorted({r.params[line_key] for r in points})
+    return {
+        v: means_per_value([(r.params[x_key], float(r.best)) for r in points if r.params[line_key] == v])  # type: ignore[arg-type]
+        for v in line_values
+    }
+
+
+def plot_grid_lines(rows: list[TrialRow], x_key: str, line_key: str, metric: str, path: Path) -> Path:
+    """``metric`` (mean best per cell) against ``x_key``, one line per value of ``line_key``."""
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, (value, means) in enumerate(grid_lines(rows, x_key, line_key).items()):
+        ax.plot([float(x) for x, _ in means], [m for _, m in means], "o-", color=f"C{i % 10}", label=f"{value:g}")
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(f"{metric} (best per trial, mean per cell)")
+    ax.set_title(f"{metric}: {x_key.rsplit('.', 1)[-1]} x {line_key.rsplit('.', 1)[-1]}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(title=line_key.rsplit(".", 1)[-1], fontsize=8, title_fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def plot_sweep(rows: list[TrialRow], space: dict[str, Distribution], metric: str, plots_dir: Path) -> list[Path]:
-    """``plots_dir/<metric>_vs_<param>.png`` for every searched parameter."""
+    """``plots_dir/<metric>_vs_<param>.png`` for every searched parameter, and
+    ``<metric>_grid_<first>_by_<second>.png`` for the first two numeric ``choice`` parameters."""
     names = short_names(list(space))
     metric_name = metric.replace("/", "_")
-    return [
+    paths = [
         plot_metric_vs_param(rows, key, dist, metric, plots_dir / f"{metric_name}_vs_{names[key]}.png")
         for key, dist in space.items()
     ]
+    grid = [key for key, dist in space.items() if dist.kind == "choice" and dist.numeric]
+    if len(grid) >= 2:
+        x_key, line_key = grid[:2]
+        name = f"{metric_name}_grid_{names[x_key]}_by_{names[line_key]}.png"
+        paths.append(plot_grid_lines(rows, x_key, line_key, metric, plots_dir / name))
+    return paths

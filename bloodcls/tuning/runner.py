@@ -114,11 +114,11 @@ def run_trials(sweep: Sweep, plan: TrialPlan, storage: Path, max_epochs: int | N
     )
     tuner = tune.Tuner(
         trainable,
-        param_space={key: to_ray_domain(dist) for key, dist in sweep.space.items()},
+        param_space={key: to_ray_domain(dist, grid=sweep.search == "grid") for key, dist in sweep.space.items()},
         tune_config=tune.TuneConfig(
             metric=sweep.metric,
             mode=sweep.mode,
-            num_samples=sweep.num_samples,
+            num_samples=sweep.num_samples,  # a grid: passes over the whole grid (Ray's rule)
             search_alg=_searcher(sweep),
             scheduler=_scheduler(sweep, max_epochs),
             trial_name_creator=lambda trial: trial.trial_id,

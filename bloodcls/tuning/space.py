@@ -131,10 +131,12 @@ def probe_values(dist: Distribution) -> list[Any]:
     return [dist.low, dist.high]
 
 
-def to_ray_domain(dist: Distribution) -> Any:
-    """The Ray Tune search domain for ``dist`` (imports Ray)."""
+def to_ray_domain(dist: Distribution, grid: bool = False) -> Any:
+    """The Ray Tune search domain for ``dist`` (imports Ray); ``grid``: every option of a ``choice``, in turn."""
     from ray import tune
 
+    if grid:
+        return tune.grid_search(list(dist.options))
     if dist.kind == "uniform":
         return tune.uniform(dist.low, dist.high)
     if dist.kind == "loguniform":

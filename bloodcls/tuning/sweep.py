@@ -12,8 +12,8 @@ import yaml
 from bloodcls.errors import MissingPathError, UserInputError
 from bloodcls.tuning.space import Distribution, parse_space
 
-SearchName = Literal["random", "optuna"]
-SEARCHES: tuple[SearchName, ...] = ("random", "optuna")
+SearchName = Literal["random", "optuna", "grid"]
+SEARCHES: tuple[SearchName, ...] = ("random", "optuna", "grid")
 TOP_LEVEL_KEYS = ("name", "metric", "mode", "search", "num_samples", "seed", "scheduler", "resources", "space")
 
 
@@ -51,6 +51,24 @@ def check_metric(metric: Any, where: str) -> str:
             "hyperparameters are never selected on test metrics"
         )
     return metric
+
+
+def check_grid(space: dict[str, Distribution], where: str) -> None:
+    """``search: grid`` runs every combination of the options, so every searched key must be a ``choice``."""
+    ranged = [key for key, dist in space.items() if dist.kind != "choice"]
+    if ranged:
+        raise UserInputError(
+            f"{where}: search=grid needs choice([...]) for every searched key; {', '.join(ranged)} "
+            "is a range (use search: random or optuna, or list the values)"
+        )
+
+
+def grid_size(space: dict[str, Distribution]) -> int:
+    """Trials in one pass over a grid: the product of the option counts."""
+    size = 1
+    for dist in space.values():
+        size *= len(dist.options)
+    return size
 
 
 def _positive_number(value: Any, where: str, key: str, integer: bool = False) -> Any:
@@ -111,6 +129,8 @@ def parse_sweep(raw: Any, where: str, default_name: str) -> Sweep:
     search = raw.get("search", "random")
     if search not in SEARCHES:
         raise UserInputError(f"{where}: search={search!r} must be one of: {', '.join(SEARCHES)}")
+    if search == "grid":
+        check_grid(space, where)
     seed = raw.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise UserInputError(f"{where}: seed={seed!r} must be an integer")
@@ -167,6 +187,8 @@ def with_command_line(
             _positive_number(given[key], "command line", f"--{key}", integer=key == "num_samples")
     if cpus_per_trial is not None and cpus_per_trial <= 0:
         raise UserInputError("command line: --cpus_per_trial must be > 0")
+    if search == "grid":
+        check_grid(sweep.space, "command line: --search grid")
     return dataclasses.replace(sweep, **{k: v for k, v in given.items() if v is not None})
 
 

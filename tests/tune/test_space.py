@@ -115,3 +115,4 @@ def test_ray_domains_sample_inside_the_declared_ranges() -> None:
         domain = to_ray_domain(dist)
         samples = [domain.sample() for _ in range(50)]  # one at a time, as Ray samples a trial's config
         assert all(dist.contains(s) for s in samples), (dist, samples)
+    assert to_ray_domain(Distribution("choice", options=(10, 20)), grid=True) == {"grid_search": [10, 20]}

@@ -19,11 +19,12 @@ from bloodcls.tuning.config import (
     resolve_config,
     write_config,
 )
-from bloodcls.tuning.plots import means_per_value, plot_sweep, short_names
+from bloodcls.tuning.plots import grid_lines, means_per_value, plot_sweep, short_names
 from bloodcls.tuning.results import TrialRow, best_trial, error_summary, rank, summarize_trial
 from bloodcls.tuning.space import Distribution
 from bloodcls.tuning.sweep import (
     Asha,
+    grid_size,
     load_sweep,
     normalise_key,
     parse_sweep,
@@ -40,6 +41,10 @@ SWEEP_STRATEGY = {
     "self_training": "self_training",
     "labels_per_class": "fixmatch",
     "linear_probe": "linear_probe",
+    "pseudo_label_grid": "pseudo_label",
+    "labeled_fraction": "fixmatch",
+    "flexmatch": "flexmatch",
+    "freematch": "freematch",
 }
 SPACE = {"model.init_args.confidence_threshold": "uniform(0.7, 0.99)"}
 
@@ -108,6 +113,7 @@ def test_parse_sweep_defaults_and_values() -> None:
         ({"space": SPACE, "scheduler": {"type": "asha", "grace": 1}}, "scheduler has unknown keys ['grace']"),
         ({"space": SPACE, "resources": {"cpus": 2}}, "resources must be a mapping with cpu and/or gpu"),
         ({"space": SPACE, "metrics": "val/acc"}, "unknown keys ['metrics']"),
+        ({"space": SPACE, "search": "grid"}, "search=grid needs choice([...]) for every searched key"),
         ({"space": {"model.init_args.x": "beta(1, 2)"}}, "space.model.init_args.x: unknown distribution 'beta'"),
         ([1, 2], "expected a mapping"),
     ],
@@ -289,3 +295,26 @@ def test_plot_helpers() -> None:
     }
     assert means_per_value([(20, 0.6), (10, 0.5), (20, 0.8), (10, 0.7)]) == [(10, 0.6), (20, 0.7)]
     assert means_per_value([("b", 1.0), ("a", 0.0)]) == [("b", 1.0), ("a", 0.0)]
+
+
+def test_grid_sweeps_and_the_threshold_figure(tmp_path: Path) -> None:
+    raw = {
+        "search": "grid",
+        "space": {
+            "model.init_args.confidence_threshold": "choice([0.8, 0.95])",
+            "model.init_args.entropy_threshold": "choice([0.1, 0.3, 1.0])",
+        },
+    }
+    sweep = parse_sweep(raw, "s", "s")
+    assert sweep.search == "grid" and grid_size(sweep.space) == 6
+    conf, ent = "model.init_args.confidence_threshold", "model.init_args.entropy_threshold"
+    cells = [(0.8, 0.1, 0.5), (0.8, 0.1, 0.7), (0.95, 0.1, 0.4), (0.8, 1.0, 0.9), (0.95, 1.0, None)]
+    rows = [
+        TrialRow(f"t{i}", {conf: c, ent: e}, best, best, 1, "completed" if best else "error", f"/r/{i}")
+        for i, (c, e, best) in enumerate(cells)
+    ]
+    # repeats of a cell are averaged; a cell that reported nothing is a gap, not a zero
+    assert grid_lines(rows, conf, ent) == {0.1: [(0.8, pytest.approx(0.6)), (0.95, 0.4)], 1.0: [(0.8, 0.9)]}
+    paths = plot_sweep(rows, sweep.space, "val/balanced_acc", tmp_path)
+    assert paths[-1].name == "val_balanced_acc_grid_confidence_threshold_by_entropy_threshold.png"
+    assert paths[-1].read_bytes()[:4] == b"\x89PNG"

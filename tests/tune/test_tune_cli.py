@@ -122,7 +122,8 @@ def test_two_trial_sweep_on_cpu(image_folder: Path, tmp_path: Path, monkeypatch:
         ),
         ({}, ["--data.init_args.no_such_key", "1"], "no_such_key"),
         ({}, ["--num_samples", "0"], "--num_samples=0 must be a positive integer"),
-        ({}, ["--search", "grid"], "argument --search: invalid choice: 'grid'"),
+        ({}, ["--search", "bayes"], "argument --search: invalid choice: 'bayes'"),
+        ({}, ["--search", "grid"], "search=grid needs choice([...]) for every searched key"),
         ({}, ["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster answers there"),
     ],
 )
@@ -170,13 +171,18 @@ def test_an_existing_sweep_output_is_not_overwritten(tmp_path: Path, capsys: pyt
 
 
 @pytest.mark.slow  # starts Ray; two linear-probe trials over one embedding cache
-def test_linear_probe_sweep_reuses_the_embedding_cache(image_folder: Path, tmp_path: Path) -> None:
+def test_linear_probe_grid_sweep_reuses_the_embedding_cache(image_folder: Path, tmp_path: Path) -> None:
+    """A real Ray grid (search: grid runs each option once) over the cheapest strategy, the linear probe."""
     workdir = image_folder.parent / f"work_{tmp_path.name}"
     workdir.mkdir()
+    grid = dict(yaml.safe_load((REPO / "configs" / "sweeps" / "linear_probe.yaml").read_text()))
+    grid |= {"search": "grid", "num_samples": 1, "space": {"model.init_args.C": "choice([0.01, 10.0])"}}
+    sweep = tmp_path / "grid.yaml"
+    sweep.write_text(yaml.safe_dump(grid))
     result = run_cli(
         "tune",
         *("--config", QUICKSTART, "--config", str(REPO / "configs" / "strategies" / "linear_probe.yaml")),
-        *("--sweep", str(REPO / "configs" / "sweeps" / "linear_probe.yaml"), "--num_samples", "2"),
+        *("--sweep", str(sweep)),
         *("--output", "sweep_out", "--data.init_args.root", str(image_folder)),
         *("--data.init_args.source", "bloodcls.data.FolderSource", "--data.init_args.labels_per_class", "5"),
         *FAST[:6],  # tiny backbone, 32 px, no workers; the head's config keeps one epoch
@@ -187,6 +193,5 @@ def test_linear_probe_sweep_reuses_the_embedding_cache(image_folder: Path, tmp_p
     assert len(rows) == 2
     for row in rows:
         assert row["status"] == "completed" and row["error"] == "", row["error"]
-        assert 0.001 <= float(row["model.init_args.C"]) <= 100.0
         assert 0.0 <= float(row["val/balanced_acc_best"]) <= 1.0
-    assert len({row["model.init_args.C"] for row in rows}) == 2  # two different C over the same backbone
+    assert sorted(float(row["model.init_args.C"]) for row in rows) == [0.01, 10.0]  # each grid value once
