@@ -14,6 +14,14 @@ Without ``--strategies`` the grid is every ``configs/strategies/*.yaml`` whose m
 configs such as contrastive are left out), so a new strategy's config joins it without editing this file.
     python bench/label_efficiency.py --budgets 10 --strategies mean_teacher \
         --set model.init_args.ema_decay=0.99 --variant ema0.99      # a variant: its own rows "mean_teacher-ema0.99"
+    python bench/label_efficiency.py --budgets 10 50 all --strategies supervised fixmatch --seeds 0 1 2
+
+``all`` is the full-label supervised row (every training label; the same validation set). ``label_efficiency.md``
+has mean +- std over the seeds of each cell and, per budget, the variant of each strategy with the best mean
+*validation* balanced accuracy -- the only number that chooses; the test columns are read, never used to choose.
+Compute matching: every cell runs the same optimizer steps (``max_epochs x steps_per_epoch``) with the same labeled
+batch, so every strategy gets the same labeled-image presentations (``labeled_seen``); the unlabeled images are
+extra, and wall time is recorded beside them. Labels used = budget x classes + the labeled validation set.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import csv
 import importlib
 import inspect
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +42,21 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGY_CONFIGS = REPO / "configs" / "strategies"
-COLUMNS = ("strategy", "labels_per_class", "seed", "acc", "balanced_acc", "macro_f1", "n_test", "epochs", "wall_s")
+COLUMNS = (
+    "strategy",
+    "labels_per_class",
+    "seed",
+    "acc",
+    "balanced_acc",
+    "macro_f1",
+    "n_test",
+    "epochs",
+    "wall_s",
+    "val_balanced_acc",
+    "labeled_seen",
+    "labels_used",
+)
+ALL = "all"  # the full-label budget: every training label
 
 
 def strategy_class(name: str) -> Any:
@@ -60,14 +83,29 @@ def bloodcls_exe() -> str:
     return str(exe) if exe.exists() else "bloodcls"
 
 
-def run_cell(args: argparse.Namespace, strategy: str, budget: int, seed: int) -> dict[str, object]:
+def best_val(metrics_csv: Path, key: str = "val/balanced_acc") -> float | None:
+    """The best validation value a run logged (the checkpoint ``test`` reads was chosen on it)."""
+    with metrics_csv.open() as fh:
+        values = [float(r[key]) for r in csv.DictReader(fh) if r.get(key) not in (None, "")]
+    return max(values) if values else None
+
+
+def labels_used(run_dir: Path) -> tuple[int, int]:
+    """(labeled training images, labeled validation images) of a run, from its split.csv (the pool is
+    ``unlabeled`` there, so ``train`` counts the labeled budget only)."""
+    with (run_dir / "split.csv").open() as fh:
+        subsets = [r["subset"] for r in csv.DictReader(fh)]
+    return subsets.count("train"), subsets.count("val")
+
+
+def run_cell(args: argparse.Namespace, strategy: str, budget: int | str, seed: int) -> dict[str, object]:
     label = f"{strategy}-{args.variant}" if args.variant else strategy
     name = f"{label}_{budget}"
     version = f"seed{seed}"
     run_dir = Path(args.out) / "runs" / name / version
     overrides = [
         "--data.init_args.labels_per_class",
-        str(budget),
+        "null" if budget == ALL else str(budget),
         "--data.init_args.split_seed",
         str(seed),
         "--seed_everything",
@@ -109,6 +147,10 @@ def run_cell(args: argparse.Namespace, strategy: str, budget: int, seed: int) ->
     if test.returncode != 0:
         raise RuntimeError(f"test {name} seed {seed} failed:\n{test.stderr[-3000:]}")
     metrics = json.loads((run_dir / "test" / "metrics.json").read_text())
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    data = config["data"]["init_args"]
+    steps = args.max_epochs * int(data.get("steps_per_epoch") or 0)
+    train_labels, val_labels = labels_used(run_dir)
     return {
         "strategy": label,
         "labels_per_class": budget,
@@ -119,7 +161,74 @@ def run_cell(args: argparse.Namespace, strategy: str, budget: int, seed: int) ->
         "n_test": metrics["n"],
         "epochs": args.max_epochs,
         "wall_s": round(time.time() - start, 1),
+        "val_balanced_acc": best_val(run_dir / "metrics.csv"),
+        "labeled_seen": steps * int(data["batch_size"]) if steps else "",
+        "labels_used": train_labels + val_labels,
     }
+
+
+def budget_key(budget: str) -> float:
+    return float("inf") if budget == ALL else float(budget)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one seed) -- of percentages, as the table shows them."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """One entry per (strategy, budget): mean / std over seeds of test accuracy, balanced accuracy and macro-F1 and
+    validation balanced accuracy (in %), seeds, mean wall time, labels used."""
+    cells: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        cells.setdefault((r["strategy"], r["labels_per_class"]), []).append(r)
+    out = []
+    for (strategy, budget), runs in cells.items():
+        entry: dict[str, Any] = {"strategy": strategy, "budget": budget, "seeds": len(runs)}
+        for key in ("acc", "balanced_acc", "macro_f1", "val_balanced_acc"):
+            values = [100 * float(r[key]) for r in runs if r.get(key) not in (None, "")]
+            entry[key] = mean_std(values) if values else None
+        entry["wall_s"] = statistics.fmean(float(r["wall_s"]) for r in runs)
+        entry["labels_used"] = runs[0].get("labels_used", "")
+        out.append(entry)
+    return sorted(out, key=lambda e: (budget_key(e["budget"]), e["strategy"]))
+
+
+def chosen_on_validation(summary: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """For each (base strategy, budget) the variant (``strategy-variant`` rows) with the best mean validation
+    balanced accuracy; test numbers play no part."""
+    best: dict[tuple[str, str], tuple[float, str]] = {}
+    for e in summary:
+        if e["val_balanced_acc"] is None:
+            continue
+        key = (e["strategy"].split("-", 1)[0], e["budget"])
+        score = e["val_balanced_acc"][0]
+        if key not in best or score > best[key][0]:
+            best[key] = (score, e["strategy"])
+    return {key: name for key, (_, name) in best.items()}
+
+
+def write_markdown(summary: list[dict[str, Any]], path: Path) -> None:
+    """The README table: mean +- std over seeds; a check mark on each strategy's validation-chosen variant."""
+    chosen = set(chosen_on_validation(summary).items())
+
+    def cell(value: tuple[float, float] | None) -> str:
+        return "—" if value is None else f"{value[0]:.2f} ± {value[1]:.2f}"
+
+    lines = [
+        "| labels/class | strategy | seeds | test acc. | test balanced acc. | test macro-F1 | val balanced acc. "
+        "| labels used | wall time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in summary:
+        mark = " ✓" if ((e["strategy"].split("-", 1)[0], e["budget"]), e["strategy"]) in chosen else ""
+        lines.append(
+            f"| {e['budget']} | {e['strategy']}{mark} | {e['seeds']} | {cell(e['acc'])} | {cell(e['balanced_acc'])} "
+            f"| {cell(e['macro_f1'])} | {cell(e['val_balanced_acc'])} | {e['labels_used']} "
+            f"| {e['wall_s'] / 60:.1f} min |"
+        )
+    lines += ["", "✓ = the variant of that strategy chosen on validation balanced accuracy (mean over seeds)."]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def plot(rows: list[dict[str, str]], path: Path) -> None:
@@ -129,18 +238,27 @@ def plot(rows: list[dict[str, str]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for strategy in dict.fromkeys(r["strategy"] for r in rows):
-        points: dict[int, list[float]] = {}
-        for r in rows:
-            if r["strategy"] == strategy:
-                points.setdefault(int(r["labels_per_class"]), []).append(100 * float(r["acc"]))
-        xs = sorted(points)
-        ax.plot(xs, [sum(points[x]) / len(points[x]) for x in xs], marker="o", label=strategy)
+    summary = summarize(rows)
+    for strategy in dict.fromkeys(e["strategy"] for e in summary):
+        points = [e for e in summary if e["strategy"] == strategy and e["budget"] != ALL]
+        if points:
+            ax.errorbar(
+                [int(e["budget"]) for e in points],
+                [e["acc"][0] for e in points],
+                yerr=[e["acc"][1] for e in points],
+                marker="o",
+                capsize=3,
+                label=strategy,
+            )
+    for e in summary:
+        if e["budget"] == ALL:  # the full-label row: a horizontal reference, not a point on the budget axis
+            ax.axhline(e["acc"][0], ls="--", color="grey", lw=1, label=f"{e['strategy']}, all labels")
+    budgets = sorted({int(r["labels_per_class"]) for r in rows if r["labels_per_class"] != ALL})
     ax.set_xscale("log")
-    ax.set_xticks(sorted({int(r["labels_per_class"]) for r in rows}))
+    ax.set_xticks(budgets)
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("labels per class")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.set_title("PBC, 8 classes: label efficiency")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -148,10 +266,30 @@ def plot(rows: list[dict[str, str]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def budget_arg(text: str) -> int | str:
+    if text == ALL:
+        return ALL
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("a budget is a positive number of labels per class, or 'all'")
+    return value
+
+
+def read_rows(table: Path) -> list[dict[str, str]]:
+    """The rows so far; a table written by an older version of this script (fewer columns) keeps its rows, with the
+    new columns empty."""
+    if not table.exists():
+        return []
+    with table.open() as fh:
+        return [{k: r.get(k) or "" for k in COLUMNS} for r in csv.DictReader(fh)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="configs/pbc/label_efficiency_64px.yaml")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 50, 100])
+    parser.add_argument(
+        "--budgets", type=budget_arg, nargs="+", default=[10, 20, 50, 100], help="labels per class, or 'all'"
+    )
     parser.add_argument("--strategies", nargs="+", default=None, help="configs/strategies names (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--max-epochs", type=int, default=12)
@@ -169,24 +307,26 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = out / "label_efficiency.csv"
-    done: list[dict[str, str]] = list(csv.DictReader(table.open())) if table.exists() else []
-    finished = {(r["strategy"], int(r["labels_per_class"]), int(r["seed"])) for r in done}
-    if not table.exists():
-        with table.open("w", newline="") as fh:
-            csv.writer(fh).writerow(COLUMNS)
+    done = read_rows(table)
+    finished = {(r["strategy"], r["labels_per_class"], int(r["seed"])) for r in done}
+    with table.open("w", newline="") as fh:  # rewritten: an older table gains the new columns
+        writer = csv.DictWriter(fh, COLUMNS)
+        writer.writeheader()
+        writer.writerows(done)
     for seed in args.seeds:
         for budget in args.budgets:
             for strategy in args.strategies:
                 label = f"{strategy}-{args.variant}" if args.variant else strategy
-                if (label, budget, seed) in finished:
+                if (label, str(budget), seed) in finished:
                     continue
                 row = run_cell(args, strategy, budget, seed)
                 print(json.dumps(row), flush=True)
                 with table.open("a", newline="") as fh:
                     csv.DictWriter(fh, COLUMNS).writerow(row)
-    rows = list(csv.DictReader(table.open()))
+    rows = read_rows(table)
     plot(rows, out / "label_efficiency.png")
-    print(f"wrote {table} and {out / 'label_efficiency.png'}")
+    write_markdown(summarize(rows), out / "label_efficiency.md")
+    print(f"wrote {table}, {out / 'label_efficiency.md'} and {out / 'label_efficiency.png'}")
 
 
 if __name__ == "__main__":
