@@ -43,8 +43,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,12 @@ class BudgetPlan:
     epochs: float
 
     def fit_args(self) -> list[str]:
-        out = ["--trainer.max_epochs", str(self.max_epochs), "--model.init_args.warmup_epochs", f"{self.warmup_epochs:g}"]
+        out = [
+            "--trainer.max_epochs",
+            str(self.max_epochs),
+            "--model.init_args.warmup_epochs",
+            f"{self.warmup_epochs:g}",
+        ]
         if self.train_fraction < 1.0:
             out += ["--trainer.limit_train_batches", f"{self.train_fraction:.4f}"]
         return out

@@ -37,10 +37,13 @@ class BloodArgumentParser(LightningArgumentParser):
     70-odd lines of usage, and whose ``--config`` files resolve their relative input paths (``config_paths``)
     against the file's own folder, so a config -- and a run's saved config.yaml -- works from any directory."""
 
-    def parse_args(self, args: Any = None, *rest: Any, **kwargs: Any) -> Namespace:
-        if args is not None and not isinstance(args, str):
-            args = absolute_path_args([str(a) for a in args], os.getcwd())
-        return super().parse_args(args, *rest, **kwargs)
+    def parse_args(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]  # jsonargparse's signature
+        # Command-line paths are relative to the cwd: made absolute before a later --config could re-resolve them.
+        given = args[0] if args else kwargs.get("args")
+        if given is not None and not isinstance(given, str):
+            fixed = absolute_path_args([str(a) for a in given], os.getcwd())
+            args, kwargs = ((fixed, *args[1:]), kwargs) if args else (args, {**kwargs, "args": fixed})
+        return super().parse_args(*args, **kwargs)
 
     def parse_path(
         self,
