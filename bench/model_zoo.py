@@ -616,6 +616,19 @@ def _duration(seconds: str) -> str:
     return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
 
 
+def budget_note(rows: list[dict[str, str]]) -> list[str]:
+    """The sentence that says which rows ran on a wall-time budget (``--time-budget-min``) rather than epochs."""
+    budgets = sorted({r.get("budget_min") or "" for r in rows if r.get("budget_min")})
+    if not budgets:
+        return []
+    return [
+        "",
+        f"Budget: {' / '.join(budgets)} min of training wall time per model (the whole epochs that fit, estimated from "
+        "the untrained model's measured speed; a model too slow for one epoch trains one epoch over the fraction of "
+        "the training batches that fits: the epochs column).",
+    ]
+
+
 def write_markdown(rows: list[dict[str, str]], path: Path, args: argparse.Namespace) -> None:
     """The README table: ours on PBC's test split with the published accuracy beside it."""
     header = (
@@ -627,6 +640,7 @@ def write_markdown(rows: list[dict[str, str]], path: Path, args: argparse.Namesp
         "that config's recipe from scratch; accuracies in %; fit time is the whole `bloodcls fit` (data loading, "
         "validation every epoch); inference: batch 256, eval mode, after warm-up. Rows marked (smoke) ran with "
         "limited batches and are not results.",
+        *budget_note(rows),
         "",
         header,
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

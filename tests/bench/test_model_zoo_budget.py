@@ -36,3 +36,10 @@ def test_a_model_too_slow_for_one_epoch_trains_on_the_fraction_that_fits() -> No
     assert plan.fit_args()[-2:] == ["--trainer.limit_train_batches", "0.5000"]
     hopeless = plan_budget(0.5, N_TRAIN, N_VAL, 100.0, 100.0, max_epochs=15, warmup_epochs=1.0)
     assert hopeless.train_fraction == MIN_TRAIN_FRACTION  # it overruns rather than not train
+
+
+def test_the_table_says_which_rows_ran_on_a_wall_time_budget() -> None:
+    from bench.model_zoo import budget_note
+
+    assert budget_note([{"budget_min": ""}]) == []  # epoch-budget rows: nothing to say
+    assert "Budget: 3 min of training wall time per model" in budget_note([{"budget_min": "3"}, {"budget_min": ""}])[1]
