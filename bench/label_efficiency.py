@@ -211,6 +211,10 @@ def chosen_on_validation(summary: list[dict[str, Any]]) -> dict[tuple[str, str],
 def write_markdown(summary: list[dict[str, Any]], path: Path) -> None:
     """The README table: mean +- std over seeds; a check mark on each strategy's validation-chosen variant."""
     chosen = set(chosen_on_validation(summary).items())
+    variants: dict[tuple[str, str], int] = {}
+    for e in summary:
+        key = (e["strategy"].split("-", 1)[0], e["budget"])
+        variants[key] = variants.get(key, 0) + 1
 
     def cell(value: tuple[float, float] | None) -> str:
         return "—" if value is None else f"{value[0]:.2f} ± {value[1]:.2f}"
@@ -221,13 +225,14 @@ def write_markdown(summary: list[dict[str, Any]], path: Path) -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in summary:
-        mark = " ✓" if ((e["strategy"].split("-", 1)[0], e["budget"]), e["strategy"]) in chosen else ""
+        key = (e["strategy"].split("-", 1)[0], e["budget"])
+        mark = " ✓" if variants[key] > 1 and (key, e["strategy"]) in chosen else ""  # a choice needs alternatives
         lines.append(
             f"| {e['budget']} | {e['strategy']}{mark} | {e['seeds']} | {cell(e['acc'])} | {cell(e['balanced_acc'])} "
             f"| {cell(e['macro_f1'])} | {cell(e['val_balanced_acc'])} | {e['labels_used']} "
             f"| {e['wall_s'] / 60:.1f} min |"
         )
-    lines += ["", "✓ = the variant of that strategy chosen on validation balanced accuracy (mean over seeds)."]
+    lines += ["", "✓ = of several variants of a strategy, the one chosen on validation balanced accuracy (seed mean)."]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -56,3 +56,4 @@ def test_variants_are_chosen_on_validation_not_test(tmp_path: Path) -> None:
     write_markdown(summarize(ROWS), tmp_path / "t.md")
     text = (tmp_path / "t.md").read_text()
     assert "| 10 | fixmatch ✓ | 2 | 92.00 ± 2.83 |" in text and "| 10 | fixmatch-mu3 | 2 |" in text
+    assert "| all | supervised | 1 |" in text  # one variant: nothing was chosen, nothing is ticked
