@@ -25,7 +25,15 @@ from bloodcls.tuning.config import (
     write_config,
 )
 from bloodcls.tuning.results import TrialRow, best_trial, rank, write_trials_csv
-from bloodcls.tuning.sweep import SEARCHES, Sweep, load_sweep, normalise_key, pin_overridden_keys, with_command_line
+from bloodcls.tuning.sweep import (
+    SEARCHES,
+    Sweep,
+    grid_size,
+    load_sweep,
+    normalise_key,
+    pin_overridden_keys,
+    with_command_line,
+)
 
 PROG = "bloodcls tune"
 
@@ -76,6 +84,12 @@ def _prepare(args: argparse.Namespace, extra: list[str]) -> tuple[Sweep, Path, P
     sweep, pinned = pin_overridden_keys(sweep, _overridden_keys(extra))
     for key in pinned:
         print(f"{PROG}: {key} is set on the command line, so it is not searched", file=sys.stderr)
+    if sweep.search == "grid":  # num_samples means passes here: say what the run will cost
+        trials = grid_size(sweep.space) * sweep.num_samples
+        print(
+            f"{PROG}: grid of {grid_size(sweep.space)} cells x {sweep.num_samples} pass(es) = {trials} trials",
+            file=sys.stderr,
+        )
     out = _output_dir(args.output, sweep)
     cwd = Path.cwd()
     configs = [arg for c in args.config for arg in ("--config", str((cwd / c).absolute()))]

@@ -195,3 +195,4 @@ def test_linear_probe_grid_sweep_reuses_the_embedding_cache(image_folder: Path, 
         assert row["status"] == "completed" and row["error"] == "", row["error"]
         assert 0.0 <= float(row["val/balanced_acc_best"]) <= 1.0
     assert sorted(float(row["model.init_args.C"]) for row in rows) == [0.01, 10.0]  # each grid value once
+    assert "grid of 2 cells x 1 pass(es) = 2 trials" in result.stderr
