@@ -194,6 +194,11 @@ def summarize(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda e: (budget_key(e["budget"]), e["strategy"]))
 
 
+def base_strategy(label: str) -> str:
+    """``fixmatch-mu3`` -> ``fixmatch``: the strategy a ``--variant`` row belongs to."""
+    return label.split("-", 1)[0]
+
+
 def chosen_on_validation(summary: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
     """For each (base strategy, budget) the variant (``strategy-variant`` rows) with the best mean validation
     balanced accuracy; test numbers play no part."""
@@ -201,7 +206,7 @@ def chosen_on_validation(summary: list[dict[str, Any]]) -> dict[tuple[str, str],
     for e in summary:
         if e["val_balanced_acc"] is None:
             continue
-        key = (e["strategy"].split("-", 1)[0], e["budget"])
+        key = (base_strategy(e["strategy"]), e["budget"])
         score = e["val_balanced_acc"][0]
         if key not in best or score > best[key][0]:
             best[key] = (score, e["strategy"])
@@ -213,7 +218,7 @@ def write_markdown(summary: list[dict[str, Any]], path: Path) -> None:
     chosen = set(chosen_on_validation(summary).items())
     variants: dict[tuple[str, str], int] = {}
     for e in summary:
-        key = (e["strategy"].split("-", 1)[0], e["budget"])
+        key = (base_strategy(e["strategy"]), e["budget"])
         variants[key] = variants.get(key, 0) + 1
 
     def cell(value: tuple[float, float] | None) -> str:
@@ -225,7 +230,7 @@ def write_markdown(summary: list[dict[str, Any]], path: Path) -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in summary:
-        key = (e["strategy"].split("-", 1)[0], e["budget"])
+        key = (base_strategy(e["strategy"]), e["budget"])
         mark = " ✓" if variants[key] > 1 and (key, e["strategy"]) in chosen else ""  # a choice needs alternatives
         lines.append(
             f"| {e['budget']} | {e['strategy']}{mark} | {e['seeds']} | {cell(e['acc'])} | {cell(e['balanced_acc'])} "
