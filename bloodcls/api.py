@@ -68,10 +68,19 @@ class Explanations:
 class BloodModel:
     """One checkpoint or an ensemble of checkpoints of the same classes and image size, ready for inference."""
 
-    def __init__(self, ensemble: Ensemble, paths: list[str], image_size: int, eval_transform: Any, device: str):
+    def __init__(
+        self,
+        ensemble: Ensemble,
+        paths: list[str],
+        image_size: int,
+        eval_transform: Any,
+        device: str,
+        center_crop: float = 1.0,
+    ):
         self.ensemble = ensemble
         self.paths = paths
         self.image_size = image_size
+        self.center_crop = center_crop  # the training data's data.center_crop: new images are cropped alike
         self.device = device
         self._eval_transform = eval_transform
         first: Any = self.members[0]
@@ -94,7 +103,14 @@ class BloodModel:
     def load_images(self, images: Any) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
         """uint8 (N, S, S, 3) at the model's size (decoded and resized as the training data were, then the run's
         eval transform), their ids, and the inputs that could not be decoded."""
-        from bloodcls.data.images import BadImageError, _to_rgb_array, decode_image, read_bytes, resize_square
+        from bloodcls.data.images import (
+            BadImageError,
+            _to_rgb_array,
+            decode_image,
+            draft_size_for,
+            read_bytes,
+            resize_square,
+        )
         from bloodcls.data.sources.folder import list_predict_folder
         from bloodcls.data.transforms import apply_transform
 
@@ -118,7 +134,8 @@ class BloodModel:
             for image_id, source in sources:
                 try:
                     if isinstance(source, str):
-                        raw = decode_image(read_bytes(source), source, draft_size=self.image_size)
+                        draft = draft_size_for(self.image_size, self.center_crop)
+                        raw = decode_image(read_bytes(source), source, draft_size=draft)
                     elif isinstance(source, np.ndarray):
                         raw = _array_to_rgb(source, image_id)
                     elif hasattr(source, "mode") and hasattr(source, "convert"):  # a PIL image
@@ -128,9 +145,9 @@ class BloodModel:
                 except BadImageError as err:
                     skipped.append((image_id, str(err)))
                     continue
-                if min(raw.shape[:2]) < SMALL_INPUT_FRACTION * self.image_size:
+                if min(raw.shape[:2]) * self.center_crop < SMALL_INPUT_FRACTION * self.image_size:
                     small.append(f"{image_id} ({raw.shape[1]}x{raw.shape[0]})")
-                resized = resize_square(raw, self.image_size)
+                resized = resize_square(raw, self.image_size, self.center_crop)
                 arrays.append(apply_transform(self._eval_transform, resized))
                 ids.append(image_id)
         if small:
@@ -257,7 +274,8 @@ def load_model(
     if not all(isinstance(d.get("image_size"), int) for d in data):
         raise UserInputError(f"load_model: {paths[0]} is not a bloodcls checkpoint (no data.image_size recorded)")
     names = [(c.get("hyper_parameters") or {}).get("class_names") for c in contents]
-    check_compatible(paths, names, [int(d["image_size"]) for d in data])
+    crops = [float(d.get("center_crop", 1.0)) for d in data]
+    check_compatible(paths, names, [int(d["image_size"]) for d in data], crops)
     del contents
     if tta is not None:
         InferenceSettings(tta=tta)  # type: ignore[arg-type]  # one-line error for an unknown mode
@@ -269,6 +287,7 @@ def load_model(
         image_size,
         build_transform(data[0].get("eval_transform") or "eval", image_size),
         device,
+        crops[0],
     )
     if review_threshold is not None:
         InferenceSettings(review_threshold=review_threshold)  # one-line error outside [0, 1]

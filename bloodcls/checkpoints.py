@@ -71,6 +71,7 @@ class CheckpointSummary:
     class_names: list[str] | None
     resumable: bool  # has optimizer state (a full checkpoint, not a weights-only one)
     image_size: int | None = None  # the datamodule's input size, when recorded
+    center_crop: float = 1.0  # the datamodule's data.center_crop (1: whole images; older checkpoints)
 
 
 _summaries: dict[tuple[str, int, int], CheckpointSummary] = {}
@@ -87,13 +88,16 @@ def summarize_checkpoint(path: str | Path, key: str = CKPT_KEY) -> CheckpointSum
     hparams = contents.get("hyper_parameters") or {}
     names = hparams.get("class_names")
     num = hparams.get("num_classes")
-    size = (contents.get("datamodule_hyper_parameters") or {}).get("image_size")
+    data_hparams = contents.get("datamodule_hyper_parameters") or {}
+    size = data_hparams.get("image_size")
+    crop = data_hparams.get("center_crop", 1.0)
     summary = CheckpointSummary(
         path=str(file),
         num_classes=int(num) if isinstance(num, int) else None,
         class_names=[str(n) for n in names] if isinstance(names, (list, tuple)) else None,
         resumable="optimizer_states" in contents,
         image_size=size if isinstance(size, int) else None,
+        center_crop=float(crop) if isinstance(crop, int | float) else 1.0,
     )
     if cache_key is not None:
         _summaries[cache_key] = summary
@@ -179,7 +183,12 @@ def check_ensemble_config(subcommand: str, sub: Any) -> None:
         raise UserInputError(f"--{ENSEMBLE_KEY}: only bloodcls test and predict evaluate ensembles")
     summaries = [summarize_checkpoint(str(sub.get("ckpt_path")))]
     summaries += [summarize_checkpoint(p, f"--{ENSEMBLE_KEY}") for p in members]
-    check_compatible([s.path for s in summaries], [s.class_names for s in summaries], [s.image_size for s in summaries])
+    check_compatible(
+        [s.path for s in summaries],
+        [s.class_names for s in summaries],
+        [s.image_size for s in summaries],
+        [s.center_crop for s in summaries],
+    )
     if subcommand == "test":
         data_args = (sub.get("data") or {}).get("init_args") or {}
         split_file = data_args.get("split_file") if hasattr(data_args, "get") else None

@@ -44,6 +44,8 @@ def test_export_writes_onnx_next_to_the_run_and_passes_parity(
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["bloodcls.class_names"]) == record["class_names"]
     assert meta["bloodcls.image_size"] == "32"
+    assert meta["bloodcls.center_crop"] == "1.0" and record["center_crop"] == 1.0
+    assert "whole image" in meta["bloodcls.preprocess"] and "32 x 32" in record["preprocess"]
     (graph_input,) = model.graph.input
     assert graph_input.name == "images"
     assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
@@ -95,3 +97,10 @@ def test_console_script_routes_export(tmp_path: Path) -> None:
     result = run_cli("export", "--ckpt_path", str(tmp_path / "missing.ckpt"), cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_preprocess_text_names_the_crop() -> None:
+    from bloodcls.commands.export import preprocess_text
+
+    assert "central 0.5 of each side" in preprocess_text(64, 0.5)
+    assert "whole image" in preprocess_text(64, 1.0) and "64 x 64" in preprocess_text(64, 1.0)

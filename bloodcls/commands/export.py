@@ -4,8 +4,9 @@ the run's held-out test split.
 The exported graph's contract (also stored in the model's metadata and in ``<output>.json``):
 
 - input ``images``: uint8, (batch, 3, S, S), RGB, channel-first, S = the run's ``data.image_size``; the batch
-  dimension is dynamic. Give it the pixels as decoded (0..255): scaling and normalisation are inside the graph,
-  exactly as in training (``Classifier.preprocess``).
+  dimension is dynamic. Crop and resize outside the graph as in training: the central ``data.center_crop`` of each
+  side (``preprocess`` in the metadata), resized to S. Give it the pixels as decoded (0..255): scaling and
+  normalisation are inside the graph, exactly as in training (``Classifier.preprocess``).
 - output ``probabilities``: float32, (batch, K), softmax over the classes in ``class_names`` order.
 
     bloodcls export --ckpt_path RUN/checkpoints/best.ckpt --format onnx [--output FILE.onnx] [--check]
@@ -93,6 +94,12 @@ def load_classifier(ckpt_path: Path) -> Any:
     from bloodcls.inference.ensemble import load_member
 
     return load_member(ckpt_path)
+
+
+def preprocess_text(image_size: int, center_crop: float) -> str:
+    """What a caller does to an image before the graph (the datamodule's decode step, which is not in it)."""
+    crop = "the whole image" if center_crop == 1 else f"the central {center_crop:g} of each side (centre crop)"
+    return f"RGB uint8; take {crop}; resize to {image_size} x {image_size} (area averaging when shrinking)"
 
 
 def export_onnx(model: nn.Module, output: Path, image_size: int, metadata: dict[str, str]) -> Path:
@@ -231,6 +238,7 @@ def load_exported(ckpt_path: Path, args: argparse.Namespace) -> tuple[Any, list[
         paths,
         [c["hyper_parameters"].get("class_names") for c in checkpoints],
         [int(c["datamodule_hyper_parameters"]["image_size"]) for c in checkpoints],
+        [float(c["datamodule_hyper_parameters"].get("center_crop", 1.0)) for c in checkpoints],
     )
     model = load_classifier(ckpt_path)
     if args.tta is not None:
@@ -254,7 +262,9 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
         raise UserInputError(f"--batch_size {args.batch_size}: expected at least 1")
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    image_size = int(read_checkpoint(ckpt_path)["datamodule_hyper_parameters"]["image_size"])
+    data_hparams = read_checkpoint(ckpt_path)["datamodule_hyper_parameters"]
+    image_size = int(data_hparams["image_size"])
+    center_crop = float(data_hparams.get("center_crop", 1.0))
     model, paths = load_exported(ckpt_path, args)
     from bloodcls.inference.ensemble import describe_members
 
@@ -266,10 +276,13 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
     contract = {
         "input": f"{INPUT_NAME}: uint8 (batch, 3, {image_size}, {image_size}) RGB, 0..255 (normalised inside)",
         "output": f"{OUTPUT_NAME}: float32 (batch, {first.num_classes}) softmax probabilities",
+        "preprocess": preprocess_text(image_size, center_crop),
     }
     metadata = {
         "bloodcls.class_names": json.dumps(list(first.class_names)),
         "bloodcls.image_size": str(image_size),
+        "bloodcls.center_crop": str(center_crop),
+        "bloodcls.preprocess": contract["preprocess"],
         "bloodcls.input": contract["input"],
         "bloodcls.output": contract["output"],
         "bloodcls.checkpoint": str(ckpt_path),
@@ -285,6 +298,7 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint": str(ckpt_path),
         "class_names": list(first.class_names),
         "image_size": image_size,
+        "center_crop": center_crop,
         "members": members,
         "review_threshold": review_threshold,
         **contract,

@@ -19,7 +19,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 
-from bloodcls.data.images import BadImageError, decode_image, read_bytes, resize_square
+from bloodcls.data.images import BadImageError, decode_image, draft_size_for, read_bytes, resize_square
 from bloodcls.data.splits import content_hash
 from bloodcls.io import disk_full_names
 
@@ -87,8 +87,10 @@ def hash_arrays(arrays: np.ndarray) -> list[str]:
     return [content_hash(f"{a.shape}".encode() + np.ascontiguousarray(a).tobytes()) for a in arrays]
 
 
-def cache_key(hashes: Sequence[str], size: int) -> str:
-    digest = hashlib.sha256(f"v{CACHE_FORMAT_VERSION}|{size}|".encode())
+def cache_key(hashes: Sequence[str], size: int, crop: float = 1.0) -> str:
+    # A whole-image cache keeps its pre-crop key, so caches built before data.center_crop existed stay valid.
+    crop_part = "" if crop == 1 else f"crop{crop!r}|"
+    digest = hashlib.sha256(f"v{CACHE_FORMAT_VERSION}|{size}|{crop_part}".encode())
     for h in hashes:
         digest.update(h.encode())
         digest.update(b"\n")
@@ -96,15 +98,21 @@ def cache_key(hashes: Sequence[str], size: int) -> str:
 
 
 def _decode_into(
-    out: np.ndarray, paths: Sequence[str], rows: Sequence[int], size: int, max_pixels: int, workers: int
+    out: np.ndarray,
+    paths: Sequence[str],
+    rows: Sequence[int],
+    size: int,
+    max_pixels: int,
+    workers: int,
+    crop: float = 1.0,
 ) -> dict[int, str]:
     """Decode ``paths[row]`` into ``out[row]`` for the given rows; return row -> error."""
 
     def one(row: int) -> str | None:
         path = paths[row]
         try:
-            image = decode_image(read_bytes(path), path, max_pixels=max_pixels, draft_size=size)
-            out[row] = resize_square(image, size)
+            image = decode_image(read_bytes(path), path, max_pixels=max_pixels, draft_size=draft_size_for(size, crop))
+            out[row] = resize_square(image, size, crop)
         except BadImageError as err:
             return str(err)
         except Exception as err:  # noqa: BLE001 - any decoder failure is a bad file, not a crash
@@ -123,19 +131,21 @@ def decode_files(
     cache_dir: str | Path | None = None,
     max_pixels: int = 100_000_000,
     workers: int | None = None,
+    crop: float = 1.0,
 ) -> DecodedImages:
-    """Hash and decode ``paths`` to (N, size, size, 3) uint8, reusing a disk cache when one matches."""
+    """Hash and decode ``paths`` to (N, size, size, 3) uint8 (the central ``crop`` of each side, resized), reusing a
+    disk cache when one matches."""
     workers = workers or default_workers()
     hashes, errors = hash_files(paths, workers)
     if mode == "memory":
         images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
         todo = [i for i in range(len(paths)) if i not in errors]
-        errors.update(_decode_into(images, paths, todo, size, max_pixels, workers))
+        errors.update(_decode_into(images, paths, todo, size, max_pixels, workers, crop))
         return DecodedImages(images=images, hashes=hashes, errors=errors)
 
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    key = cache_key(hashes, size)
+    key = cache_key(hashes, size, crop)
     array_file, meta_file = directory / f"{key}.npy", directory / f"{key}.json"
     if array_file.exists() and meta_file.exists():
         meta = json.loads(meta_file.read_text())
@@ -153,10 +163,10 @@ def decode_files(
             images = np.lib.format.open_memmap(tmp_file, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
             _reserve(tmp_file)
             todo = [i for i in range(len(paths)) if i not in errors]
-            errors.update(_decode_into(images, paths, todo, size, max_pixels, workers))
+            errors.update(_decode_into(images, paths, todo, size, max_pixels, workers, crop))
             images.flush()
             del images
-            meta = {"size": size, "max_pixels": max_pixels, "n": len(paths), "errors": errors}
+            meta = {"size": size, "crop": crop, "max_pixels": max_pixels, "n": len(paths), "errors": errors}
             meta_tmp.write_text(json.dumps(meta))
             os.replace(tmp_file, array_file)
             os.replace(meta_tmp, meta_file)
@@ -180,14 +190,14 @@ def _reserve(path: Path) -> None:
             pass
 
 
-def resize_arrays(arrays: np.ndarray, size: int, workers: int | None = None) -> np.ndarray:
-    """Bring an in-memory (N, H, W, 3) uint8 dataset to (N, size, size, 3)."""
-    if arrays.shape[1:3] == (size, size):
+def resize_arrays(arrays: np.ndarray, size: int, workers: int | None = None, crop: float = 1.0) -> np.ndarray:
+    """Bring an in-memory (N, H, W, 3) uint8 dataset to (N, size, size, 3) (the central ``crop`` of each side)."""
+    if arrays.shape[1:3] == (size, size) and crop == 1:
         return np.ascontiguousarray(arrays, dtype=np.uint8)
     out = np.empty((len(arrays), size, size, 3), dtype=np.uint8)
 
     def one(i: int) -> None:
-        out[i] = resize_square(np.asarray(arrays[i], dtype=np.uint8), size)
+        out[i] = resize_square(np.asarray(arrays[i], dtype=np.uint8), size, crop)
 
     _parallel_map(one, list(range(len(arrays))), workers or default_workers())
     return out

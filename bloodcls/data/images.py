@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import threading
 import warnings
 from collections.abc import Iterator
@@ -120,10 +121,29 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     return decode_image(read_bytes(path), str(path), max_pixels)
 
 
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize (H, W, 3) uint8 to (size, size, 3) with area averaging when shrinking (what the cache stores)."""
+def center_crop(image: np.ndarray, fraction: float) -> np.ndarray:
+    """The central ``fraction`` of each side of an (H, W, ...) image (a view; ``fraction`` 1 keeps it whole)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"center_crop fraction {fraction} must be in (0, 1]")
+    if fraction == 1:
+        return image
+    h, w = image.shape[:2]
+    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return image[top : top + ch, left : left + cw]
+
+
+def draft_size_for(size: int, crop: float = 1.0) -> int:
+    """The side the JPEG decoder must keep so that the central ``crop`` of the image still has ``size`` pixels."""
+    return math.ceil(size / crop)
+
+
+def resize_square(image: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
+    """Resize (H, W, 3) uint8 to (size, size, 3) with area averaging when shrinking (what the cache stores), after
+    keeping the central ``crop`` of each side (``data.center_crop``: the cell at source resolution, not upsampled)."""
     import cv2
 
+    image = center_crop(image, crop)
     if image.shape[0] == size and image.shape[1] == size:
         return np.ascontiguousarray(image)
     shrinking = image.shape[0] > size or image.shape[1] > size

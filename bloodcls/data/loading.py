@@ -25,6 +25,7 @@ class DecodeSettings:
     cache_dir: str | None = None
     max_image_pixels: int = 100_000_000
     decode_workers: int | None = None
+    center_crop: float = 1.0  # central fraction of each side kept before resizing (data.center_crop)
 
 
 @dataclass
@@ -58,6 +59,7 @@ def _decode_files(ids: list[str], settings: DecodeSettings) -> DecodedImages:
         cache_dir=settings.cache_dir,
         max_pixels=settings.max_image_pixels,
         workers=settings.decode_workers,
+        crop=settings.center_crop,
     )
 
 
@@ -66,7 +68,7 @@ def _decode(
 ) -> tuple[np.ndarray, list[str], dict[int, str], str | None]:
     if listing.arrays is not None:
         hashes = hash_arrays(listing.arrays)
-        images = resize_arrays(listing.arrays, settings.image_size, settings.decode_workers)
+        images = resize_arrays(listing.arrays, settings.image_size, settings.decode_workers, settings.center_crop)
         return images, hashes, {}, None
     decoded = _decode_files(listing.ids, settings)
     cache_file = str(decoded.cache_file) if decoded.cache_file else None

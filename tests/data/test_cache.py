@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,21 @@ def test_cache_key_follows_content_not_paths(image_folder: Path, tmp_path: Path)
     a = decode_files(paths, 16, mode="disk", cache_dir=tmp_path / "c")
     b = decode_files(copies, 16, mode="disk", cache_dir=tmp_path / "c")
     assert a.cache_file == b.cache_file
+
+
+def test_center_crop_is_decoded_from_source_pixels_and_keyed_apart(image_folder: Path, tmp_path: Path) -> None:
+    from bloodcls.data.images import read_image, resize_square
+
+    paths = _files(image_folder)[:4]
+    whole = decode_files(paths, 16, mode="disk", cache_dir=tmp_path, workers=1)
+    cropped = decode_files(paths, 16, mode="disk", cache_dir=tmp_path, workers=1, crop=0.5)
+    assert cropped.cache_file != whole.cache_file  # never served the whole-image cache
+    for row, path in enumerate(paths):
+        source = read_image(path)  # 48 px: the crop is taken from these pixels, not from the 16 px cache
+        np.testing.assert_array_equal(np.asarray(cropped.images[row]), resize_square(source, 16, 0.5))
+    assert not np.array_equal(np.asarray(cropped.images), np.asarray(whole.images))
+    # Caches built before data.center_crop existed keep their key.
+    old_key = hashlib.sha256(f"v{cache_mod.CACHE_FORMAT_VERSION}|16|".encode())
+    for h in whole.hashes:
+        old_key.update(h.encode() + b"\n")
+    assert cache_key(whole.hashes, 16) == old_key.hexdigest()[:32] != cache_key(whole.hashes, 16, 0.5)

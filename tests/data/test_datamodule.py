@@ -186,3 +186,22 @@ def test_bloodmnist_source_keeps_official_split(tmp_path: Path) -> None:
     assert len(dm.rows_of("train")) == 16 and len(dm.rows_of("unlabeled")) == 32
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape[1:] == (3, 32, 32)  # resized from 28 px to the training resolution
+
+
+def test_center_crop_reaches_training_and_predict_images_and_the_hparams(image_folder: Path) -> None:
+    from bloodcls.data.images import read_image, resize_square
+    from bloodcls.errors import UserInputError
+
+    dm = _dm(root=str(image_folder), center_crop=0.5, predict_root=str(image_folder / "monocyte"))
+    dm.setup("fit")
+    row = int(np.flatnonzero(dm.data.usable)[0])
+    expected = resize_square(read_image(dm.data.listing.ids[row]), 32, 0.5)
+    np.testing.assert_array_equal(np.asarray(dm.data.images[row]), expected)
+    assert dm.hparams["center_crop"] == 0.5 and dm.data_report()["center_crop"] == 0.5  # travels with checkpoints
+    dm.setup("predict")
+    first = dm.predict_paths()[0]
+    image = next(iter(dm.predict_dataloader()))["image"][0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(image, resize_square(read_image(first), 32, 0.5))
+    for bad in (0.0, 1.5):
+        with pytest.raises(UserInputError, match="center_crop"):
+            _dm(root=str(image_folder), center_crop=bad)

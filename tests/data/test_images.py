@@ -109,3 +109,20 @@ def test_pil_pixel_limit_is_only_lifted_while_bloodcls_decodes(monkeypatch: pyte
     Image.new("RGB", (48, 48)).save(buf, format="PNG")
     assert decode_image(buf.getvalue()).shape == (48, 48, 3)  # 2304 px: ours (100 M) applies, not PIL's
     assert Image.MAX_IMAGE_PIXELS == 100
+
+
+def test_center_crop_keeps_the_middle_and_resize_square_crops_before_resizing() -> None:
+    from bloodcls.data.images import center_crop, draft_size_for
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[10:30, 15:45] = 200  # the central half of each side
+    middle = center_crop(image, 0.5)
+    assert middle.shape == (20, 30, 3) and (middle == 200).all()
+    assert center_crop(image, 1.0) is image
+    with pytest.raises(ValueError):
+        center_crop(image, 0.0)
+    # Cropped, the bright middle fills the frame; uncropped, the dark border shows after resizing.
+    assert (resize_square(image, 16, 0.5) == 200).all()
+    assert resize_square(image, 16).min() == 0
+    # The JPEG draft must keep enough pixels for the crop: 64 px from the central half needs a 128 px decode.
+    assert draft_size_for(64, 0.5) == 128 and draft_size_for(64) == 64 and draft_size_for(64, 0.3) == 214

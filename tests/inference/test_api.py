@@ -95,3 +95,29 @@ def test_the_readme_python_api_example_runs(ckpt: Path) -> None:
         text=True,
         cwd=REPO,
     )
+
+
+@pytest.mark.slow
+def test_a_center_cropped_run_crops_new_images_alike_and_never_joins_a_whole_image_ensemble(
+    ckpt: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from bloodcls import load_model
+    from bloodcls.data.images import resize_square
+    from bloodcls.errors import UserInputError
+
+    contents = torch.load(ckpt, map_location="cpu", weights_only=True)
+    contents["datamodule_hyper_parameters"]["center_crop"] = 0.5
+    cropped_ckpt = tmp_path / "cropped.ckpt"
+    torch.save(contents, cropped_ckpt)
+    model = load_model(cropped_ckpt)
+    pixels = np.random.default_rng(1).integers(0, 256, size=(2, 96, 96, 3), dtype=np.uint8)
+    Image.fromarray(pixels[0]).save(tmp_path / "cell.png")
+    result = model.predict([tmp_path / "cell.png", pixels[1]])
+    inputs = np.stack([resize_square(p, model.image_size, 0.5) for p in pixels])
+    with torch.no_grad():
+        expected = model.members[0].eval_probabilities(torch.from_numpy(inputs).permute(0, 3, 1, 2)).numpy()
+    np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
+    with pytest.raises(UserInputError, match="center_crop"):
+        load_model([ckpt, cropped_ckpt])

@@ -41,6 +41,9 @@ def test_members_of_other_classes_or_sizes_are_refused_in_one_line() -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(UserInputError, match="image_size 64"):
         check_compatible(["x", "y"], [names, names], [32, 64])
+    check_compatible(["x", "y"], [names, names], [32, 32], [0.5, 0.5])
+    with pytest.raises(UserInputError, match="y was trained on data.center_crop 1.0"):
+        check_compatible(["x", "y"], [names, names], [32, 32], [0.5, 1.0])  # same size, other pixels per cell
     with pytest.raises(UserInputError):
         Ensemble([])
 
