@@ -6,7 +6,7 @@ One process, interleaved rounds (a b c a b c ...) so machine noise hits every co
       horizontal / vertical flips, AdamW (lr 1e-3) and cross-entropy, the same timm backbone;
   (b) ``bloodcls fit``: the real CLI machinery (``BloodCLI`` -> datamodule + strategy + Lightning Trainer) with the
       same model, data, batch, optimizer and augmentation (flips only), and a user's defaults otherwise (rich
-      progress bar, CSV logger, checkpointing, 2 loader workers);
+      progress bar, CSV logger, checkpointing, ``data.num_workers`` null: no loader workers on a CPU);
   (c) ``bloodcls fit`` with the recommended CPU settings (``bench.common.FAST_CPU_OVERRIDES``: bf16 autocast,
       channels_last, fused AdamW, no loader workers), and ``c_compile``: the same plus ``torch.compile`` of the
       backbone (reported separately because it did not pay off here).

@@ -32,7 +32,7 @@ from bloodcls.models import pretrained_input_size
 from bloodcls.parser import BloodArgumentParser
 from bloodcls.run_versions import OVERWRITE_KEY, add_overwrite_argument, check_run_dir, remove_if_left_empty
 from bloodcls.strategies.base import Classifier
-from bloodcls.threads import apply_thread_count
+from bloodcls.threads import accelerator_is_gpu, apply_thread_count, auto_loader_workers, available_cpus
 
 __all__ = ["TOOL_COMMANDS", "TRAINER_COMMANDS", "BloodCLI", "main", "run_tool"]
 
@@ -136,6 +136,7 @@ class BloodCLI(LightningCLI):
             # second, stale last(-v1).ckpt beside last_checkpoint's.
             checkpoint.save_last = None
         _resolve_image_size(config)
+        _resolve_num_workers(config)
         # Paths from the command line are relative to the cwd (config files' were resolved against their folder):
         # absolute from here on, so the run's saved config.yaml works from any directory.
         resolve_config_paths(config, os.getcwd())
@@ -179,6 +180,16 @@ def _resolve_image_size(config: Any) -> None:
             f"bloodcls: {backbone}'s pretrained weights were trained at {native} px; using data.image_size="
             f"{data_args.image_size} (data.image_size null uses {native} px)"
         )
+
+
+def _resolve_num_workers(config: Any) -> None:
+    """``data.num_workers: null`` becomes ``auto_loader_workers`` for this machine and accelerator, before the
+    thread count is chosen from it; the saved config.yaml records the number."""
+    data_args = (config.get("data") or {}).get("init_args")
+    if data_args is None or "num_workers" not in data_args or data_args.num_workers is not None:
+        return
+    trainer = config.get("trainer") or {}
+    data_args.num_workers = auto_loader_workers(available_cpus(), accelerator_is_gpu(trainer.get("accelerator")))
 
 
 # ------------------------------------------------------------------ test / predict: --tta and --ensemble

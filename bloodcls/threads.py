@@ -19,6 +19,34 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+MAX_AUTO_WORKERS = 8  # loader processes that keep one GPU fed from the uint8 cache; more only add start-up time
+
+
+def auto_loader_workers(cpus: int, on_gpu: bool) -> int:
+    """Loader processes for ``data.num_workers: null``. None when the model trains on the CPU: augmenting a cached
+    uint8 batch costs ~1 % of a step, and every worker takes a core from the model's threads (on 2 CPUs, 2 workers
+    left ResNet-18 one thread and half its speed: README "Speed on a CPU"). With a GPU the CPUs are free to
+    augment: half of them, at most ``MAX_AUTO_WORKERS``."""
+    if not on_gpu:
+        return 0
+    return max(0, min(MAX_AUTO_WORKERS, cpus // 2))
+
+
+def accelerator_is_gpu(accelerator: object) -> bool:
+    """Whether a ``trainer.accelerator`` setting trains on an accelerator rather than the CPU (``auto``: whether
+    torch sees a GPU)."""
+    name = str(accelerator or "auto").lower()
+    if name == "cpu" or "CPUAccelerator" in name:
+        return False
+    return gpu_visible() if name == "auto" else True
+
+
+def gpu_visible() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def choose_threads(env: Mapping[str, str], cpus: int, loader_workers: int) -> tuple[int, str]:
     """The intra-op thread count and where it came from: ``BLOODCLS_NUM_THREADS``, else an explicit
     ``OMP_NUM_THREADS``, else the CPUs left after the loader workers (each worker is a busy process of its own;

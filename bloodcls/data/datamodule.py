@@ -25,6 +25,7 @@ from bloodcls.data.sampling import SamplerName, class_counts, smote_oversample
 from bloodcls.data.sources import DataSource, as_source, source_for_root
 from bloodcls.data.transforms import TransformSpec, build_transform
 from bloodcls.errors import UserInputError
+from bloodcls.threads import auto_loader_workers, available_cpus, gpu_visible
 
 DEFAULT_IMAGE_SIZE = 64  # px: the resolution of the CPU-friendly configs
 
@@ -58,6 +59,8 @@ class BloodCellDataModule(L.LightningDataModule):
         smote: add SMOTE-synthesized minority-class images to the labeled training set.
         train_transform, eval_transform: preset name (``eval|weak|strong``) or a list of albumentations
             transforms ``[{name: HorizontalFlip, p: 0.5}, ...]``.
+        num_workers: loader processes; ``None``: none when training on the CPU (they would take the model's
+            cores), else half the CPUs up to 8 (``bloodcls.threads.auto_loader_workers``).
         cache: ``memory`` or ``disk`` (memory-mapped ``.npy`` under ``cache_dir``, reused across runs).
         max_image_pixels: larger images are skipped (decompression-bomb guard).
         predict_root: folder (or file) of images for ``bloodcls predict``; default is the test split.
@@ -82,7 +85,7 @@ class BloodCellDataModule(L.LightningDataModule):
         center_crop: float = 1.0,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         n_folds: int | None = None,
@@ -144,6 +147,8 @@ class BloodCellDataModule(L.LightningDataModule):
         self.image_size = image_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        if num_workers is None:  # the CLI resolves it from trainer.accelerator first; plain Python: a visible GPU
+            num_workers = auto_loader_workers(available_cpus(), gpu_visible())
         self.num_workers = num_workers
         self.split_file = split_file
         self.sampler: SamplerName = sampler
