@@ -23,6 +23,7 @@ the memory they add, their summed USS at the end of the window).
 
     python bench/throughput.py                         # PBC, 64 px, resnet18, batch 64, 5 rounds
     python bench/throughput.py --accelerator gpu --precision bf16-mixed
+    python bench/throughput.py --ceiling                # + this CPU's fp32 / bf16 matmul ceilings (bench/ceiling.py)
 
 Writes ``bench/results/throughput/throughput.{json,csv}`` and prints a summary.
 """
@@ -348,6 +349,45 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  {key} = {value:.3f}{verdict}   (per CPU-second of the main process: {cpu:.3f})")
 
 
+def precision_dtype(precision: str) -> str:
+    """``bf16`` for a bf16 Lightning precision, else ``fp32`` (the matmul rate that bounds it)."""
+    return "bf16" if "bf16" in precision else "fp32"
+
+
+def phase_dtypes(args: argparse.Namespace, phases: list[Phase]) -> dict[str, str]:
+    """The matmul dtype each configuration runs at: (a), (b) and variants at ``--precision`` unless a variant sets
+    ``--trainer.precision``; (c) and ``c_compile`` at ``--fast-precision``."""
+    variants = dict(spec.partition("=")[::2] for spec in args.variant)
+    out: dict[str, str] = {}
+    for phase in phases:
+        precision = args.fast_precision if phase.name in ("c", "c_compile") else args.precision
+        words = variants.get(phase.name, "").split()
+        if "--trainer.precision" in words[:-1]:
+            precision = words[words.index("--trainer.precision") + 1]
+        out[phase.name] = precision_dtype(precision)
+    return out
+
+
+def machine_ceiling(args: argparse.Namespace, phases: list[Phase], summary: dict[str, Any]) -> dict[str, Any]:
+    from bench.ceiling import ceiling_report
+
+    rates = {name: c["images_per_s_median"] for name, c in summary["configs"].items()}
+    return ceiling_report(
+        lambda: timm.create_model(args.backbone, num_classes=8), args.image_size, rates, phase_dtypes(args, phases)
+    )
+
+
+def print_ceiling(report: dict[str, Any]) -> None:
+    rates, bounds = report["matmul_gflops"], report["ceiling_images_per_s"]
+    print(
+        f"  ceiling: {report['matmul_side']}^2 matmul fp32 {rates['fp32']:.0f} / bf16 {rates['bf16']:.0f} GFLOP/s "
+        f"(bf16/fp32 {report['bf16_over_fp32']:.2f}); {report['training_gflop_per_image']:.3f} GFLOP per training "
+        f"image -> at most fp32 {bounds['fp32']:.0f} / bf16 {bounds['bf16']:.0f} img/s"
+    )
+    shares = ", ".join(f"({k}) {v:.0%}" for k, v in report["share_of_ceiling"].items() if v is not None)
+    print(f"  share of own dtype's ceiling: {shares}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
@@ -371,6 +411,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=OVERRIDES",
         help="an extra bloodcls fit configuration, e.g. 'b_w0=--data.init_args.num_workers 0' (repeatable)",
     )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also measure this CPU's fp32 / bf16 matmul rates and report each configuration's share of the "
+        "images/s they bound (why c/a differs between CPUs)",
+    )
     parser.add_argument("--out", default=str(RESULTS / "throughput"))
     args = parser.parse_args(argv)
     if args.fast_precision is None:
@@ -393,8 +439,12 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
     summary, rows = summarize(phases, args)
+    if args.ceiling:
+        summary["ceiling"] = machine_ceiling(args, phases, summary)
     path = write_results(Path(args.out), "throughput", summary, rows)
     print_summary(summary)
+    if "ceiling" in summary:
+        print_ceiling(summary["ceiling"])
     print(f"results: {path}")
 
 
