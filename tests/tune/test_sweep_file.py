@@ -45,6 +45,7 @@ SWEEP_STRATEGY = {
     "labeled_fraction": "fixmatch",
     "flexmatch": "flexmatch",
     "freematch": "freematch",
+    "pbc_recipe": "supervised",
 }
 SPACE = {"model.init_args.confidence_threshold": "uniform(0.7, 0.99)"}
 
