@@ -40,9 +40,10 @@ test-fast: $(VENV)/.installed-dev
 ## (bench-label-efficiency, bench-model-zoo) are separate targets: hours on a 2-core CPU.
 bench: bench-throughput bench-data bench-inference bench-time-to-accuracy
 
-## bench-throughput: plain PyTorch loop vs bloodcls fit vs recommended CPU settings (PBC, 64 px, resnet18, batch 64)
+## bench-throughput: plain PyTorch loop vs bloodcls fit vs recommended CPU settings (PBC, 64 px, resnet18, batch 64),
+## with this CPU's fp32 / bf16 matmul ceilings
 bench-throughput: $(VENV)/.installed
-	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
+	$(BIN)/python bench/throughput.py --ceiling $(BENCH_ARGS)
 
 ## bench-data: decode-once cache (cold vs later epochs), loader images/s vs the model's, cache memory
 ## (after bench-throughput: it reads bench/results/throughput/throughput.json)
