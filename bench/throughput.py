@@ -3,7 +3,8 @@
 One process, interleaved rounds (a b c a b c ...) so machine noise hits every configuration alike:
 
   (a) reference: a plain PyTorch loop over the training split pre-decoded into one uint8 tensor, per-image random
-      horizontal / vertical flips, AdamW (lr 1e-3) and cross-entropy, the same timm backbone;
+      horizontal / vertical flips, AdamW (lr 1e-3) and cross-entropy, the same timm backbone, glibc's malloc
+      defaults (``a_kept``: the same loop with bloodcls's ``bloodcls.allocator.keep_freed_memory``);
   (b) ``bloodcls fit``: the real CLI machinery (``BloodCLI`` -> datamodule + strategy + Lightning Trainer) with the
       same model, data, batch, optimizer and augmentation (flips only), and a user's defaults otherwise (rich
       progress bar, CSV logger, checkpointing, ``data.num_workers`` null: no loader workers on a CPU);
@@ -64,6 +65,7 @@ from bench.common import (  # noqa: E402
     set_threads,
     write_results,
 )
+from bloodcls.allocator import keep_freed_memory  # noqa: E402
 from bloodcls.cli import BloodCLI  # noqa: E402
 from bloodcls.data import BloodCellDataModule  # noqa: E402
 from bloodcls.data.splits import TRAIN  # noqa: E402
@@ -111,8 +113,10 @@ class ReferenceLoop:
         device: torch.device,
         precision: str,
         seed: int = 0,
+        keep_memory: bool = False,
     ) -> None:
         torch.manual_seed(seed)
+        self.keep_memory = keep_memory  # glibc malloc as a plain script has it, or bloodcls's (bloodcls.allocator)
         self.images, self.labels, self.batch_size, self.device = images, labels, batch_size, device
         self.model = timm.create_model(backbone, num_classes=num_classes).to(device).train()
         cfg = self.model.pretrained_cfg
@@ -149,6 +153,7 @@ class ReferenceLoop:
         return float(loss.detach())
 
     def window(self, warmup: int, steps: int) -> Window:
+        keep_freed_memory(self.keep_memory)  # process-wide: a bloodcls phase before this one switched it on
         reset_peak_rss()
         rss_start = current_rss_mib()
         start = time.perf_counter()
@@ -244,11 +249,16 @@ def build_phases(args: argparse.Namespace) -> list[Phase]:
     }
     phases: list[Phase] = []
     configs = args.configs.split(",")
-    if "a" in configs:
+    if "a" in configs or "a_kept" in configs:
         images, labels, num_classes = reference_data(args)
         device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
-        ref = ReferenceLoop(images, labels, args.backbone, num_classes, args.batch_size, device, args.precision)
-        phases.append(Phase("a", f"plain PyTorch loop ({args.precision})", ref.window))
+    for name, keep in (("a", False), ("a_kept", True)):
+        if name in configs:
+            ref = ReferenceLoop(
+                images, labels, args.backbone, num_classes, args.batch_size, device, args.precision, keep_memory=keep
+            )
+            malloc = ", freed memory kept (bloodcls.allocator)" if keep else ""
+            phases.append(Phase(name, f"plain PyTorch loop ({args.precision}{malloc})", ref.window))
     if "b" in configs:
         fit_b = BloodclsFit(fit_args(name="b_default", precision=args.precision, **common), args.batch_size)
         phases.append(Phase("b", f"bloodcls fit, defaults ({args.precision})", fit_b.window))
@@ -402,7 +412,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="precision of (c) (default: bf16-mixed, or --precision when it is not 32-true)",
     )
     parser.add_argument(
-        "--configs", default="a,b,c,c_compile", help="which of a, b, c, c_compile to run (default: %(default)s)"
+        "--configs",
+        default="a,b,c,c_compile",
+        help="which of a, b, c, c_compile, a_kept (the plain loop with bloodcls's malloc settings) to run "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--variant",

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
+from bloodcls.allocator import keep_freed_memory
 from bloodcls.callbacks.checkpointing import BEST_KEY, add_checkpoint_arguments
 from bloodcls.callbacks.console import CompactModelSummary, CompactProgressBar
 from bloodcls.callbacks.finite_loss import FINITE_LOSS_KEY, FiniteLoss, add_finite_loss_argument
@@ -90,6 +91,7 @@ class BloodCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         apply_thread_count(self._get(self.config, "data") or {})
+        keep_freed_memory()  # activations reuse heap pages instead of page-faulting fresh ones every step
         super().instantiate_classes()
         from bloodcls.checkpoints import check_checkpoint_fits, check_ensemble_fits
 

@@ -1,0 +1,60 @@
+"""bloodcls.allocator: with freed memory kept, a large block comes from the heap and is reused there, instead of
+being mapped from the kernel and unmapped on every allocation (glibc's ``mallinfo2`` shows where it went)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+
+import numpy as np
+import pytest
+
+from bloodcls.allocator import MALLOC_ENV, freed_memory_kept, keep_freed_memory
+
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc settings")
+BLOCK = 64 * 2**20  # over glibc's largest mmap threshold (32 MiB): mmapped by default
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def _mallinfo() -> MallInfo2:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2()
+
+
+def _where_a_block_lives() -> tuple[int, int]:
+    """(growth of mmapped bytes, growth of the heap) while one BLOCK is alive, after one was freed before."""
+    first = np.ones(BLOCK, np.uint8)
+    del first
+    before = _mallinfo()
+    second = np.ones(BLOCK, np.uint8)
+    during = _mallinfo()
+    del second
+    return during.hblkhd - before.hblkhd, during.arena - before.arena
+
+
+@glibc_only
+def test_kept_memory_serves_big_blocks_from_the_heap_and_reuses_them() -> None:
+    try:
+        assert keep_freed_memory(False) is False
+        mapped, _ = _where_a_block_lives()
+        assert mapped >= BLOCK  # glibc's default: fresh pages from the kernel for every big block
+        assert keep_freed_memory() is True and freed_memory_kept()
+        mapped, grown = _where_a_block_lives()
+        assert mapped == 0 and grown == 0  # the freed first block's heap memory served the second
+        assert _mallinfo().fordblks >= BLOCK  # and stays in the heap, free, after both are gone
+    finally:
+        keep_freed_memory(False)
+
+
+@glibc_only
+def test_bloodcls_malloc_default_leaves_glibc_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MALLOC_ENV, "default")
+    assert keep_freed_memory() is False and not freed_memory_kept()
