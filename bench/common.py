@@ -141,16 +141,18 @@ def current_rss_mib() -> float:
     return float("nan") if rss is None else rss / 1024.0
 
 
-def children_uss_mib() -> float:
+def children_uss_mib(exclude: Sequence[int] = ()) -> float:
     """Memory this process's children (dataloader workers) add: their summed USS, MiB. (Their RSS would count
-    the parent's pages they share copy-on-write after the fork, i.e. the whole model and dataset again.)"""
+    the parent's pages they share copy-on-write after the fork, i.e. the whole model and dataset again.)
+    ``exclude``: child pids that are not loader workers (a benchmark's own helper processes)."""
     total = 0
+    skip = {str(pid) for pid in exclude}
     for task in Path("/proc/self/task").glob("*/children"):
         try:
             pids = task.read_text().split()
         except OSError:
             continue
-        total += sum(_private_kib(pid) for pid in pids)
+        total += sum(_private_kib(pid) for pid in pids if pid not in skip)
     return total / 1024.0
 
 

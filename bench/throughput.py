@@ -18,7 +18,8 @@ the end of another, so data loading, logging and the progress bar are included).
 start, and in round 1 the compile of (c)) falls outside the timed window and is reported as ``startup_s``.
 Memory: ``peak_rss_mib`` is the process's peak resident memory during a phase (Linux ``VmHWM``, reset after a
 ``gc.collect()`` before each phase); all configurations live in the same process, so it includes the others'
-resident memory. ``first_round_rss_growth_mib`` is the growth during a configuration's first phase, which builds
+resident memory -- except (a) and ``a_kept``, which run in a spawned process of their own (``ReferenceProcess``)
+and report its memory. ``first_round_rss_growth_mib`` is the growth during a configuration's first phase, which builds
 its model, optimizer and data: its own footprint. Loader workers are reported separately (``workers_uss_mib``:
 the memory they add, their summed USS at the end of the window).
 
@@ -114,8 +115,11 @@ class ReferenceLoop:
         precision: str,
         seed: int = 0,
         keep_memory: bool = False,
+        threads: int | None = None,
     ) -> None:
         torch.manual_seed(seed)
+        # Its own thread count every window: a bloodcls phase before it set torch's from that config's workers.
+        self.threads = threads or torch.get_num_threads()
         self.keep_memory = keep_memory  # glibc malloc as a plain script has it, or bloodcls's (bloodcls.allocator)
         self.images, self.labels, self.batch_size, self.device = images, labels, batch_size, device
         self.model = timm.create_model(backbone, num_classes=num_classes).to(device).train()
@@ -153,7 +157,9 @@ class ReferenceLoop:
         return float(loss.detach())
 
     def window(self, warmup: int, steps: int) -> Window:
-        keep_freed_memory(self.keep_memory)  # process-wide: a bloodcls phase before this one switched it on
+        if self.keep_memory:
+            keep_freed_memory()
+        torch.set_num_threads(self.threads)
         reset_peak_rss()
         rss_start = current_rss_mib()
         start = time.perf_counter()
@@ -166,6 +172,56 @@ class ReferenceLoop:
         t1, c1 = time.perf_counter(), time.process_time()
         n = steps * self.batch_size
         return Window(n / (t1 - t0), n / (c1 - c0), t0 - start, rss_start, peak_rss_mib(), 0.0, mean(losses))
+
+
+def _reference_worker(args: argparse.Namespace, keep_memory: bool, requests: Any, results: Any) -> None:
+    """A spawned process serving (a) windows: ``(warmup, steps)`` in, a ``Window`` (or the exception) out."""
+    try:
+        set_threads(args.threads)
+        images, labels, num_classes = reference_data(args)
+        device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+        loop = ReferenceLoop(
+            images, labels, args.backbone, num_classes, args.batch_size, device, args.precision, 0, keep_memory
+        )
+    except Exception as err:  # noqa: BLE001 - reported by the parent's first window
+        results.put(err)
+        return
+    while (request := requests.get()) is not None:
+        try:
+            results.put(loop.window(*request))
+        except Exception as err:  # noqa: BLE001
+            results.put(err)
+
+
+REFERENCE_PIDS: list[int] = []  # the (a) processes: children of this one, but not loader workers
+
+
+class ReferenceProcess:
+    """(a) in a process of its own, spawned fresh: glibc's malloc adapts its mmap threshold as a plain script's does.
+    In this process the bloodcls phases switch ``bloodcls.allocator``'s settings on, and mallopt cannot give the
+    adaptive default back, so a reference measured here would be slower than the script it stands for."""
+
+    def __init__(self, args: argparse.Namespace, keep_memory: bool) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.requests, self.results = context.Queue(), context.Queue()
+        self.process = context.Process(
+            target=_reference_worker, args=(args, keep_memory, self.requests, self.results), daemon=True
+        )
+        self.process.start()
+        REFERENCE_PIDS.append(int(self.process.pid or 0))
+
+    def window(self, warmup: int, steps: int) -> Window:
+        self.requests.put((warmup, steps))
+        result = self.results.get()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.process.join(timeout=30)
 
 
 # ---------------------------------------------------------------------------------------------- (b), (c) bloodcls
@@ -192,7 +248,7 @@ class StepTimer(Callback):
         elif self.seen == self.warmup + self.steps:
             _sync(pl_module.device)
             self.t1, self.c1 = time.perf_counter(), time.process_time()
-            self.workers_uss = children_uss_mib()
+            self.workers_uss = children_uss_mib(exclude=REFERENCE_PIDS)
             trainer.should_stop = True
 
     def window(self) -> Window:
@@ -249,14 +305,9 @@ def build_phases(args: argparse.Namespace) -> list[Phase]:
     }
     phases: list[Phase] = []
     configs = args.configs.split(",")
-    if "a" in configs or "a_kept" in configs:
-        images, labels, num_classes = reference_data(args)
-        device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     for name, keep in (("a", False), ("a_kept", True)):
         if name in configs:
-            ref = ReferenceLoop(
-                images, labels, args.backbone, num_classes, args.batch_size, device, args.precision, keep_memory=keep
-            )
+            ref = ReferenceProcess(args, keep_memory=keep)
             malloc = ", freed memory kept (bloodcls.allocator)" if keep else ""
             phases.append(Phase(name, f"plain PyTorch loop ({args.precision}{malloc})", ref.window))
     if "b" in configs:
@@ -382,6 +433,7 @@ def machine_ceiling(args: argparse.Namespace, phases: list[Phase], summary: dict
     from bench.ceiling import ceiling_report
 
     rates = {name: c["images_per_s_median"] for name, c in summary["configs"].items()}
+    torch.set_num_threads(args.threads)  # the machine's rate at the benchmark's threads, not the last phase's
     return ceiling_report(
         lambda: timm.create_model(args.backbone, num_classes=8), args.image_size, rates, phase_dtypes(args, phases)
     )
