@@ -114,13 +114,8 @@ class ReferenceLoop:
         device: torch.device,
         precision: str,
         seed: int = 0,
-        keep_memory: bool = False,
-        threads: int | None = None,
     ) -> None:
         torch.manual_seed(seed)
-        # Its own thread count every window: a bloodcls phase before it set torch's from that config's workers.
-        self.threads = threads or torch.get_num_threads()
-        self.keep_memory = keep_memory  # glibc malloc as a plain script has it, or bloodcls's (bloodcls.allocator)
         self.images, self.labels, self.batch_size, self.device = images, labels, batch_size, device
         self.model = timm.create_model(backbone, num_classes=num_classes).to(device).train()
         cfg = self.model.pretrained_cfg
@@ -157,9 +152,6 @@ class ReferenceLoop:
         return float(loss.detach())
 
     def window(self, warmup: int, steps: int) -> Window:
-        if self.keep_memory:
-            keep_freed_memory()
-        torch.set_num_threads(self.threads)
         reset_peak_rss()
         rss_start = current_rss_mib()
         start = time.perf_counter()
@@ -177,12 +169,12 @@ class ReferenceLoop:
 def _reference_worker(args: argparse.Namespace, keep_memory: bool, requests: Any, results: Any) -> None:
     """A spawned process serving (a) windows: ``(warmup, steps)`` in, a ``Window`` (or the exception) out."""
     try:
-        set_threads(args.threads)
+        set_threads(args.threads)  # its own process: nothing else changes the thread count or malloc here
+        if keep_memory:
+            keep_freed_memory()  # a_kept: bloodcls's malloc settings; (a) keeps glibc's adaptive defaults
         images, labels, num_classes = reference_data(args)
         device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
-        loop = ReferenceLoop(
-            images, labels, args.backbone, num_classes, args.batch_size, device, args.precision, 0, keep_memory
-        )
+        loop = ReferenceLoop(images, labels, args.backbone, num_classes, args.batch_size, device, args.precision)
     except Exception as err:  # noqa: BLE001 - reported by the parent's first window
         results.put(err)
         return

@@ -52,13 +52,7 @@ def check_compatible(
     """Refuse, in one line naming both files, members trained on other classes (or another order), another input
     size or another ``data.center_crop`` than the first: their probabilities cannot be averaged."""
     crops = list(center_crops) if center_crops is not None else [1.0] * len(paths)
-    for path, crop in zip(paths[1:], crops[1:], strict=True):
-        if crop != crops[0]:
-            raise UserInputError(
-                f"ensemble member {path} was trained on data.center_crop {crop} but {paths[0]} on {crops[0]}: "
-                "members of an ensemble take the same input"
-            )
-    for path, names, size in zip(paths[1:], class_names[1:], image_sizes[1:], strict=True):
+    for path, names, size, crop in zip(paths[1:], class_names[1:], image_sizes[1:], crops[1:], strict=True):
         if names is not None and class_names[0] is not None and list(names) != list(class_names[0]):
             raise UserInputError(
                 f"ensemble member {path} has classes {list(names)} but {paths[0]} has {list(class_names[0])}: "
@@ -67,6 +61,11 @@ def check_compatible(
         if size is not None and image_sizes[0] is not None and size != image_sizes[0]:
             raise UserInputError(
                 f"ensemble member {path} was trained at image_size {size} but {paths[0]} at {image_sizes[0]}: "
+                "members of an ensemble take the same input"
+            )
+        if crop != crops[0]:
+            raise UserInputError(
+                f"ensemble member {path} was trained on data.center_crop {crop} but {paths[0]} on {crops[0]}: "
                 "members of an ensemble take the same input"
             )
 
