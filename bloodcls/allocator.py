@@ -44,7 +44,9 @@ def keep_freed_memory(keep: bool = True) -> bool:
     whether the settings now in force are the kept ones; ``False`` without glibc or with ``BLOODCLS_MALLOC=default``.
     Only later allocations follow a change, so it can be switched between phases of one process."""
     if keep and os.environ.get(MALLOC_ENV, "").strip().lower() == "default":
-        return False
+        if not _state["kept"]:
+            return False  # glibc untouched: its own dynamic mmap threshold stays in force
+        keep = False  # the opt-out set after an earlier keep in this process: undo it rather than report a lie
     libc = _glibc()
     if libc is None:
         return False

@@ -79,3 +79,15 @@ def test_bloodcls_malloc_default_leaves_glibc_alone() -> None:
         [sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True, env=env
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@glibc_only
+def test_bloodcls_malloc_default_undoes_an_earlier_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MALLOC_ENV, raising=False)
+    assert keep_freed_memory() is True
+    monkeypatch.setenv(MALLOC_ENV, "default")
+    try:
+        assert keep_freed_memory() is False and not freed_memory_kept()
+    finally:
+        monkeypatch.delenv(MALLOC_ENV)
+        keep_freed_memory()  # the state this test process had (BloodCLI keeps freed memory)
