@@ -11,6 +11,7 @@ import numpy as np
 import yaml
 from lightning.pytorch.utilities import rank_zero_warn
 
+from bloodcls.data.sources import source_for_root
 from bloodcls.data.sources.base import DataSource, SourceListing
 from bloodcls.errors import MissingPathError, UserInputError
 
@@ -159,3 +160,22 @@ class MappedSource(DataSource):
 
     def config(self) -> dict[str, Any]:
         return self.inner.config()  # a checkpoint records the data it was trained on, never this view
+
+
+def resolve_source(
+    root: str | None, source: DataSource | None, class_map: ClassMapSpec | None, model_classes: list[str] | None
+) -> DataSource:
+    """The source a datamodule reads: ``source`` (re-rooted at ``root`` when both are given), else the one ``root``
+    implies; with a ``class_map``, the dataset under ``root`` seen in the model's classes (external evaluation)."""
+    if class_map is None:
+        if source is None:
+            return source_for_root(root)
+        return source.with_root(root) if root is not None else source
+    if not model_classes:
+        raise UserInputError(
+            "data.class_map needs data.model_classes (the model's classes); `bloodcls test --ckpt_path CKPT "
+            "--class_map MAP` reads them from the checkpoint"
+        )
+    # Another dataset: whatever source the model was trained from, the external data is the folder under root.
+    inner = source_for_root(root) if root is not None else (source or source_for_root(None))
+    return MappedSource(inner, class_map, model_classes)

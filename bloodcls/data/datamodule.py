@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from bloodcls.data import split_plan as P
 from bloodcls.data import splits as S
 from bloodcls.data.cache import CacheMode
-from bloodcls.data.class_map import ClassMapSpec, MappedSource
+from bloodcls.data.class_map import ClassMapSpec, MappedSource, resolve_source
 from bloodcls.data.datasets import ConcatArrays, ImageArrayDataset, IndexedArrayView
 from bloodcls.data.interface import LoaderRequest, PseudoLabels
 from bloodcls.data.loaders import LoaderSettings, pseudo_round_loader, train_loader
@@ -22,7 +22,7 @@ from bloodcls.data.loading import DecodeSettings, FolderImages, LoadedData, load
 from bloodcls.data.pools import make_pseudo_labels, pseudo_labeled, unlabeled_pool
 from bloodcls.data.predict import PredictFolder
 from bloodcls.data.sampling import SamplerName, class_counts, smote_oversample
-from bloodcls.data.sources import DataSource, as_source, source_for_root
+from bloodcls.data.sources import DataSource, as_source
 from bloodcls.data.transforms import TransformSpec, build_transform
 from bloodcls.errors import UserInputError
 from bloodcls.threads import auto_loader_workers, available_cpus, gpu_visible
@@ -117,24 +117,9 @@ class BloodCellDataModule(L.LightningDataModule):
         if isinstance(self.hparams.get("source"), DataSource):
             # Checkpoints hold plain data (Lightning reloads them with weights_only=True), never a pickled object.
             self.hparams["source"] = source.config() if source is not None else None
-        self.source: DataSource = source_for_root(root) if source is None else source
-        if class_map is not None and root is not None:
-            self.source = source_for_root(root)  # another dataset: whatever source the model was trained from
-        elif source is not None and root is not None:
-            self.source = source.with_root(root)
+        self.source: DataSource = resolve_source(root, source, class_map, model_classes)
         self.evaluation_only = class_map is not None
-        if class_map is not None:
-            if not model_classes:
-                raise UserInputError(
-                    "data.class_map needs data.model_classes (the model's classes); `bloodcls test --ckpt_path CKPT "
-                    "--class_map MAP` reads them from the checkpoint"
-                )
-            self.source = MappedSource(self.source, class_map, model_classes)
         image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-        if image_size < 8:
-            raise UserInputError(f"data.image_size={image_size} must be >= 8")
-        if not 0 < center_crop <= 1:
-            raise UserInputError(f"data.center_crop={center_crop} must be in (0, 1] (the kept fraction of each side)")
         if batch_size < 1:
             raise UserInputError(f"data.batch_size={batch_size} must be >= 1")
         self.split_settings = P.SplitSettings(

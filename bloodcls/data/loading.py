@@ -27,6 +27,14 @@ class DecodeSettings:
     decode_workers: int | None = None
     center_crop: float = 1.0  # central fraction of each side kept before resizing (data.center_crop)
 
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise UserInputError(f"data.image_size={self.image_size} must be >= 8")
+        if not 0 < self.center_crop <= 1:
+            raise UserInputError(
+                f"data.center_crop={self.center_crop} must be in (0, 1] (the kept fraction of each side)"
+            )
+
 
 @dataclass
 class LoadedData:
