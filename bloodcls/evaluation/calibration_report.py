@@ -7,28 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from bloodcls.evaluation.metrics import calibration_bins
+from bloodcls.evaluation.report_plots import new_figure, save_figure
 from bloodcls.inference import calibration as C
-from bloodcls.io import atomic_path
 
 RELIABILITY_BEFORE_AFTER_PNG = "reliability_before_after.png"  # only when the checkpoint's temperature is not 1
 COVERAGE_PNG = "coverage.png"  # always
 CALIBRATION_REPORT_FILES = (RELIABILITY_BEFORE_AFTER_PNG, COVERAGE_PNG)
-_DPI = 150
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)  # no pyplot: see bloodcls.evaluation.report
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=_DPI)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -62,7 +48,7 @@ def plot_reliability_before_after(
     before: np.ndarray, after: np.ndarray, targets: np.ndarray, section: dict[str, Any], path: Path
 ) -> None:
     """Accuracy per confidence bin before and after calibration, against the diagonal, over both histograms."""
-    fig = _figure(6.0, 7.0)
+    fig = new_figure(6.0, 7.0)
     grid = fig.add_gridspec(2, 1, height_ratios=[3, 1])
     ax = fig.add_subplot(grid[0])
     hist = fig.add_subplot(grid[1], sharex=ax)
@@ -88,14 +74,14 @@ def plot_reliability_before_after(
     hist.set_xlabel("Confidence (max probability)")
     hist.set_ylabel("Share of cells")
     hist.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_coverage(probs: np.ndarray, targets: np.ndarray, referral: dict[str, Any], path: Path) -> None:
     """Accuracy of the accepted cells against the share accepted (most confident first), with the stored review
     threshold marked when there is one."""
     curve = C.coverage_curve(probs, targets)
-    fig = _figure(6.5, 4.5)
+    fig = new_figure(6.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(np.r_[0.0, curve.coverage], np.r_[curve.accuracy[0], curve.accuracy], color="tab:blue", lw=1.6)
     title = "Accuracy vs coverage (cells accepted from the most confident down)"
@@ -119,7 +105,7 @@ def plot_coverage(probs: np.ndarray, targets: np.ndarray, referral: dict[str, An
     ax.set_ylabel("Accuracy of accepted cells")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_calibration_report(
