@@ -271,10 +271,15 @@ class Classifier(L.LightningModule):
         logits = self(labeled["image"])
         return logits, None if unlabeled is None else self.unlabeled_loss(unlabeled, batch_idx)
 
+    def labeled_inputs(self, labeled: Batch) -> tuple[Batch, torch.Tensor]:
+        """The labeled batch the network trains on and the supervised loss's target: the class indices, or (B, K)
+        soft targets for a strategy that mixes images (``Supervised`` with mixup / CutMix)."""
+        return labeled, labeled["label"]
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        labeled: Batch = batch["labeled"] if "labeled" in batch else batch
+        labeled, target = self.labeled_inputs(batch["labeled"] if "labeled" in batch else batch)
         logits, out = self.labeled_logits_and_unlabeled(labeled, batch.get("unlabeled"), batch_idx)
-        loss_sup = self.supervised_loss(logits, labeled["label"])
+        loss_sup = self.supervised_loss(logits, target)
         loss = loss_sup
         batch_size = labeled["label"].shape[0]
         self.log("train/loss_sup", loss_sup, batch_size=batch_size)

@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
-from bloodcls.strategies.base import Classifier
+from typing import Any
+
+import torch
+
+from bloodcls.errors import UserInputError
+from bloodcls.strategies.base import Batch, Classifier
+from bloodcls.strategies.mixing import LabelMixer
 
 
 class Supervised(Classifier):
-    """Plain supervised learning (cross-entropy / focal, optional class weights) on the labeled images only.
+    """Plain supervised learning (cross-entropy / focal, optional class weights) on the labeled images only, with
+    optional mixup / CutMix of each batch (``bloodcls.strategies.mixing``; off by default).
 
-    All behaviour lives in ``Classifier``; this subclass exists so configs name the strategy explicitly and
-    the label-efficiency benchmark can compare it by name with the semi-supervised strategies.
+    Args:
+        mixup_alpha: Beta(alpha, alpha) of the mixup lambda (0.2 is a common choice; 0 = off).
+        cutmix_alpha: Beta(alpha, alpha) of the CutMix box (1.0 is common; 0 = off). A PBC cell fills the centre of
+            its frame, so a box pasted from another image often covers the cell: mixup is the gentler choice.
+        mix_prob: probability that a batch is mixed; ``mix_switch_prob``: CutMix instead of mixup when both are on.
+        **kwargs: the ``Classifier`` arguments (backbone, optimizer, loss, ...).
     """
+
+    def __init__(
+        self,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mix_prob: float = 1.0,
+        mix_switch_prob: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.mixer: LabelMixer | None = None
+        if mixup_alpha > 0 or cutmix_alpha > 0:
+            if self.loss_name != "ce":
+                raise UserInputError("mixup / CutMix train on soft targets: they need model.loss=ce, not focal")
+            self.mixer = LabelMixer(self.num_classes, mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
+        elif mixup_alpha < 0 or cutmix_alpha < 0:
+            raise UserInputError(f"model.mixup_alpha={mixup_alpha} and model.cutmix_alpha={cutmix_alpha} must be >= 0")
+
+    def labeled_inputs(self, labeled: Batch) -> tuple[Batch, torch.Tensor]:
+        if self.mixer is None:
+            return labeled, labeled["label"]
+        images, soft = self.mixer(labeled["image"], labeled["label"])
+        return {**labeled, "image": images}, soft
