@@ -100,7 +100,7 @@ def test_console_script_routes_export(tmp_path: Path) -> None:
 
 
 def test_the_preprocess_text_names_the_crop() -> None:
-    from bloodcls.commands.export import preprocess_text
+    from bloodcls.commands.onnx_graph import preprocess_text
 
     assert "central 0.5 of each side" in preprocess_text(64, 0.5)
     assert "whole image" in preprocess_text(64, 1.0) and "64 x 64" in preprocess_text(64, 1.0)

@@ -15,7 +15,7 @@ import torch
 from strategy_fakes import SIZE, FakeTrainingData, K
 
 from bloodcls.callbacks.self_training_rounds import SelfTrainingRounds
-from bloodcls.commands.export import ProbabilitiesModel
+from bloodcls.commands.onnx_graph import ProbabilitiesModel
 from bloodcls.errors import UserInputError
 from bloodcls.strategies import ContrastivePretrain, PseudoLabel, SelfTraining, Supervised
 from bloodcls.strategies.ssl_losses import entropy_bound, normalized_entropy
