@@ -5,7 +5,7 @@ Runs the real CLI in-process (``bloodcls fit --config RECIPE`` plus any override
 paused (never used for selection; the run trains exactly as without it). Then ``bloodcls test`` evaluates the
 best-on-validation checkpoint, the number a user reports.
 
-    python bench/time_to_accuracy.py --config configs/pbc/resnet18_64px_fast.yaml [-- --trainer.max_epochs 12]
+    python bench/time_to_accuracy.py --config configs/pbc/resnet18_64px_crop.yaml --max-epochs 20 [-- OVERRIDES]
 
 Writes ``bench/results/time_to_accuracy/<recipe>.{json,csv}`` (one row per epoch) and prints a summary.
 """
@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="the recipe (a full bloodcls fit config)")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.97, 0.98])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: physical cores)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="shorten the recipe (fit overrides still win)")
     parser.add_argument("--out", default=str(RESULTS / "time_to_accuracy"))
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="-- then bloodcls fit overrides")
     args = parser.parse_args(argv)
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         args.config,
         "--trainer.logger.init_args.save_dir",
         str(runs),
+        *([] if args.max_epochs is None else ["--trainer.max_epochs", str(args.max_epochs)]),
         *args.overrides,
         "--trainer.callbacks",
         TIMELINE,
