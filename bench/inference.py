@@ -44,7 +44,8 @@ from bench.common import (  # noqa: E402
     write_results,
 )
 from bloodcls.cli import BloodCLI  # noqa: E402
-from bloodcls.commands.export import ProbabilitiesModel, load_classifier, run_export  # noqa: E402
+from bloodcls.commands.export import load_classifier, run_export  # noqa: E402
+from bloodcls.commands.onnx_graph import ProbabilitiesModel  # noqa: E402
 from bloodcls.data import BloodCellDataModule  # noqa: E402
 
 TIMER = '[{"class_path": "bench.common.PredictTimer"}]'

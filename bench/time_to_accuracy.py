@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     threads = set_threads(args.threads)
-    recipe = Path(args.config).stem
+    recipe = Path(args.config).stem + ("" if args.max_epochs is None else f"_e{args.max_epochs}")
     out = Path(args.out)
     runs = out / "runs"
     state_before = machine_state()
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         "recipe": args.config,
         "command": " ".join([sys.executable, *sys.argv]),
         "overrides": args.overrides,
+        "max_epochs": args.max_epochs,
         "threads": threads,
         "nice": os.nice(0),
         "machine_before": state_before,

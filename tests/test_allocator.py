@@ -66,6 +66,29 @@ def test_kept_memory_serves_big_blocks_from_the_heap_and_reuses_them() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def _undo_check() -> None:
+    """After keep then undo, a 16 MiB block is served from the heap again, as by glibc's adapted dynamic threshold
+    (a 128 KiB static threshold would map it afresh every time)."""
+    assert keep_freed_memory() is True
+    assert keep_freed_memory(False) is False
+    first = np.ones(16 * 2**20, np.uint8)
+    del first
+    before = _mallinfo()
+    second = np.ones(16 * 2**20, np.uint8)
+    assert _mallinfo().hblkhd - before.hblkhd == 0
+    del second
+
+
+@glibc_only
+def test_undoing_the_kept_settings_keeps_glibcs_adapted_threshold() -> None:
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_allocator as t; t._undo_check()"
+    env = {k: v for k, v in os.environ.items() if k != MALLOC_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def _default_check() -> None:
     assert keep_freed_memory() is False and not freed_memory_kept()
 

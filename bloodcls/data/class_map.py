@@ -177,5 +177,5 @@ def resolve_source(
             "--class_map MAP` reads them from the checkpoint"
         )
     # Another dataset: whatever source the model was trained from, the external data is the folder under root.
-    inner = source_for_root(root) if root is not None else (source or source_for_root(None))
+    inner = source_for_root(root) if root is not None or source is None else source
     return MappedSource(inner, class_map, model_classes)

@@ -289,8 +289,9 @@ class Classifier(L.LightningModule):
             self.log("train/unsup_weight", float(out.weight), batch_size=batch_size)
             for name, value in out.stats.items():
                 self.log(f"train/{name}", value, batch_size=batch_size)
-        with torch.no_grad():
-            acc = (logits.argmax(dim=1) == labeled["label"]).float().mean()
+        with torch.no_grad():  # under mixup / CutMix: against the dominant class of each soft target
+            hard = target.argmax(dim=1) if target.ndim == 2 else target
+            acc = (logits.argmax(dim=1) == hard).float().mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/acc", acc, prog_bar=True, batch_size=batch_size)
         return loss

@@ -44,9 +44,17 @@ def classification_loss(
     label_smoothing: float = 0.0,
     focal_gamma: float = 2.0,
 ) -> torch.Tensor:
-    """Cross-entropy (``ce``) or focal loss, with optional class weights and label smoothing."""
+    """Cross-entropy (``ce``) or focal loss, with optional class weights and label smoothing. ``target``: class
+    indices (B,), or soft targets (B, K) (mixup / CutMix; ``ce`` only)."""
+    if kind == "ce" and target.ndim == 2 and weight is not None:
+        # PyTorch divides a weighted soft-target loss by B, an index-target one by the summed weights of the targets;
+        # dividing by the targets' expected weight keeps one normalisation (identical for one-hot targets).
+        total = F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing, reduction="sum")
+        return total / (target.float() @ weight.float()).sum().clamp(min=torch.finfo(torch.float32).tiny)
     if kind == "ce":
         return F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
+    if kind == "focal" and target.ndim == 2:
+        raise UserInputError("model.loss=focal takes class indices; soft targets (mixup / CutMix) need model.loss=ce")
     if kind == "focal":
         return focal_loss(logits, target, focal_gamma, weight, label_smoothing)
     raise UserInputError(f"model.loss: unknown loss '{kind}', expected ce|focal")

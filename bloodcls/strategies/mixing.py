@@ -14,6 +14,14 @@ from timm.data import Mixup
 from bloodcls.errors import UserInputError
 
 
+def check_mixing(mixup_alpha: float, cutmix_alpha: float, prob: float, switch_prob: float) -> None:
+    """One-line errors for impossible mixing settings (checked whether or not mixing is on)."""
+    if mixup_alpha < 0 or cutmix_alpha < 0:
+        raise UserInputError(f"model.mixup_alpha={mixup_alpha} and model.cutmix_alpha={cutmix_alpha} must be >= 0")
+    if not 0 <= prob <= 1 or not 0 <= switch_prob <= 1:
+        raise UserInputError(f"model.mix_prob={prob} and model.mix_switch_prob={switch_prob} must be in [0, 1]")
+
+
 class LabelMixer:
     """Mixes a labeled batch: uint8 (or [0, 1] float) images -> float images in [0, 1] and (B, K) soft targets.
 
@@ -28,12 +36,9 @@ class LabelMixer:
     def __init__(
         self, num_classes: int, mixup_alpha: float, cutmix_alpha: float, prob: float = 1.0, switch_prob: float = 0.5
     ) -> None:
-        if mixup_alpha < 0 or cutmix_alpha < 0:
-            raise UserInputError(f"model.mixup_alpha={mixup_alpha} and model.cutmix_alpha={cutmix_alpha} must be >= 0")
+        check_mixing(mixup_alpha, cutmix_alpha, prob, switch_prob)
         if mixup_alpha == 0 and cutmix_alpha == 0:
             raise UserInputError("LabelMixer needs model.mixup_alpha or model.cutmix_alpha > 0")
-        if not 0 <= prob <= 1 or not 0 <= switch_prob <= 1:
-            raise UserInputError(f"model.mix_prob={prob} and model.mix_switch_prob={switch_prob} must be in [0, 1]")
         self.num_classes = num_classes
         self.mixup = Mixup(
             mixup_alpha=mixup_alpha,

@@ -8,7 +8,7 @@ import torch
 
 from bloodcls.errors import UserInputError
 from bloodcls.strategies.base import Batch, Classifier
-from bloodcls.strategies.mixing import LabelMixer
+from bloodcls.strategies.mixing import LabelMixer, check_mixing
 
 
 class Supervised(Classifier):
@@ -19,7 +19,8 @@ class Supervised(Classifier):
         mixup_alpha: Beta(alpha, alpha) of the mixup lambda (0.2 is a common choice; 0 = off).
         cutmix_alpha: Beta(alpha, alpha) of the CutMix box (1.0 is common; 0 = off). A PBC cell fills the centre of
             its frame, so a box pasted from another image often covers the cell: mixup is the gentler choice.
-        mix_prob: probability that a batch is mixed; ``mix_switch_prob``: CutMix instead of mixup when both are on.
+        mix_prob: probability that a batch is mixed.
+        mix_switch_prob: with both alphas above 0, the probability of CutMix instead of mixup for a batch.
         **kwargs: the ``Classifier`` arguments (backbone, optimizer, loss, ...).
     """
 
@@ -32,13 +33,12 @@ class Supervised(Classifier):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_mixing(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
         self.mixer: LabelMixer | None = None
         if mixup_alpha > 0 or cutmix_alpha > 0:
             if self.loss_name != "ce":
                 raise UserInputError("mixup / CutMix train on soft targets: they need model.loss=ce, not focal")
             self.mixer = LabelMixer(self.num_classes, mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
-        elif mixup_alpha < 0 or cutmix_alpha < 0:
-            raise UserInputError(f"model.mixup_alpha={mixup_alpha} and model.cutmix_alpha={cutmix_alpha} must be >= 0")
 
     def labeled_inputs(self, labeled: Batch) -> tuple[Batch, torch.Tensor]:
         if self.mixer is None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from bloodcls.errors import UserInputError
 from bloodcls.strategies import Supervised
+from bloodcls.strategies.losses import classification_loss
 from bloodcls.strategies.mixing import LabelMixer
 
 K = 4
@@ -75,6 +76,8 @@ def test_supervised_with_mixup_trains_on_the_mixed_images_against_soft_targets()
     mixed, soft = model.labeled_inputs(batch)
     lam = float(soft[0, 0])  # image 0 (class 0) mixed with image 5 (class 1)
     plain = batch["image"].float() / 255
+    one_hot = F.one_hot(batch["label"], K).float()
+    torch.testing.assert_close(soft, lam * one_hot + (1 - lam) * one_hot.flip(0))  # unsmoothed: the loss smooths once
     torch.testing.assert_close(mixed["image"], lam * plain + (1 - lam) * plain.flip(0))
     np.random.seed(3)
     loss = model.training_step(batch, 0)
@@ -93,3 +96,18 @@ def test_mixing_is_off_by_default_and_refuses_focal_loss_and_bad_values() -> Non
         Supervised(num_classes=K, backbone="bloodcls_cnn_tiny", mixup_alpha=-0.1)
     with pytest.raises(UserInputError, match=r"\[0, 1\]"):
         Supervised(num_classes=K, backbone="bloodcls_cnn_tiny", mixup_alpha=0.2, mix_prob=1.5)
+    with pytest.raises(UserInputError, match=r"\[0, 1\]"):  # checked even with mixing off
+        Supervised(num_classes=K, backbone="bloodcls_cnn_tiny", mix_switch_prob=-0.5)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_weighted_loss_on_one_hot_soft_targets_equals_the_class_index_loss(smoothing: float) -> None:
+    # PyTorch normalises weighted soft targets by B, class indices by the summed target weights: one rule here.
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(6, K, generator=g), torch.tensor([0, 0, 1, 2, 3, 3])
+    weight = torch.tensor([0.5, 2.0, 1.0, 3.0])
+    by_index = classification_loss(logits, labels, "ce", weight, smoothing)
+    by_soft = classification_loss(logits, F.one_hot(labels, K).float(), "ce", weight, smoothing)
+    torch.testing.assert_close(by_soft, by_index)
+    with pytest.raises(UserInputError, match="soft targets"):
+        classification_loss(logits, F.one_hot(labels, K).float(), "focal", weight)
