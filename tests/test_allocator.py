@@ -44,6 +44,19 @@ def _where_a_block_lives() -> tuple[int, int]:
     return during.hblkhd - before.hblkhd, during.arena - before.arena
 
 
+def _in_a_fresh_interpreter(check: str, malloc: str | None = None) -> None:
+    """Run ``check`` of this module in a new Python: in the test process, earlier fits (BloodCLI keeps freed memory)
+    have already changed the malloc settings and left free heap behind."""
+    env = {k: v for k, v in os.environ.items() if k != MALLOC_ENV}
+    if malloc is not None:
+        env[MALLOC_ENV] = malloc
+    code = f"import sys; sys.path.insert(0, sys.argv[1]); import test_allocator as t; t.{check}()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def _kept_memory_check() -> None:
     """Run in a fresh interpreter: in the test process, earlier fits (BloodCLI keeps freed memory) leave free heap
     that would serve the 'default' block too, whatever the settings now are."""
@@ -58,12 +71,7 @@ def _kept_memory_check() -> None:
 
 @glibc_only
 def test_kept_memory_serves_big_blocks_from_the_heap_and_reuses_them() -> None:
-    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_allocator as t; t._kept_memory_check()"
-    env = {k: v for k, v in os.environ.items() if k != MALLOC_ENV}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    _in_a_fresh_interpreter("_kept_memory_check")
 
 
 def _undo_check() -> None:
@@ -81,12 +89,7 @@ def _undo_check() -> None:
 
 @glibc_only
 def test_undoing_the_kept_settings_keeps_glibcs_adapted_threshold() -> None:
-    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_allocator as t; t._undo_check()"
-    env = {k: v for k, v in os.environ.items() if k != MALLOC_ENV}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    _in_a_fresh_interpreter("_undo_check")
 
 
 def _default_check() -> None:
@@ -95,13 +98,7 @@ def _default_check() -> None:
 
 @glibc_only
 def test_bloodcls_malloc_default_leaves_glibc_alone() -> None:
-    # A fresh interpreter: earlier fits in the test process have already kept freed memory.
-    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_allocator as t; t._default_check()"
-    env = {**os.environ, MALLOC_ENV: "default"}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    _in_a_fresh_interpreter("_default_check", malloc="default")
 
 
 @glibc_only
