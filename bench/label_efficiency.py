@@ -40,6 +40,10 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.parallel_cells import CpuSlot, available_cpus, run_in_slots, split_cpus  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 STRATEGY_CONFIGS = REPO / "configs" / "strategies"
 COLUMNS = (
@@ -98,7 +102,9 @@ def labels_used(run_dir: Path) -> tuple[int, int]:
     return subsets.count("train"), subsets.count("val")
 
 
-def run_cell(args: argparse.Namespace, strategy: str, budget: int | str, seed: int) -> dict[str, object]:
+def run_cell(
+    args: argparse.Namespace, strategy: str, budget: int | str, seed: int, slot: CpuSlot | None = None
+) -> dict[str, object]:
     label = f"{strategy}-{args.variant}" if args.variant else strategy
     name = f"{label}_{budget}"
     version = f"seed{seed}"
@@ -138,12 +144,17 @@ def run_cell(args: argparse.Namespace, strategy: str, budget: int | str, seed: i
             str(max(1, args.max_epochs // (rounds + 1))),
         ]
     configs = ["--config", str(REPO / args.base), "--config", str(REPO / "configs" / "strategies" / f"{strategy}.yaml")]
+    place = {"env": slot.env(), "preexec_fn": slot.pin} if slot is not None else {}
     start = time.time()
-    fit = subprocess.run([bloodcls_exe(), "fit", *configs, *overrides], cwd=REPO, capture_output=True, text=True)
+    fit = subprocess.run(
+        [bloodcls_exe(), "fit", *configs, *overrides], cwd=REPO, capture_output=True, text=True, **place
+    )
     if fit.returncode != 0:
         raise RuntimeError(f"fit {name} seed {seed} failed:\n{fit.stderr[-3000:]}")
     ckpt = run_dir / "checkpoints" / "best.ckpt"
-    test = subprocess.run([bloodcls_exe(), "test", "--ckpt_path", str(ckpt)], cwd=REPO, capture_output=True, text=True)
+    test = subprocess.run(
+        [bloodcls_exe(), "test", "--ckpt_path", str(ckpt)], cwd=REPO, capture_output=True, text=True, **place
+    )
     if test.returncode != 0:
         raise RuntimeError(f"test {name} seed {seed} failed:\n{test.stderr[-3000:]}")
     metrics = json.loads((run_dir / "test" / "metrics.json").read_text())
@@ -165,6 +176,24 @@ def run_cell(args: argparse.Namespace, strategy: str, budget: int | str, seed: i
         "labeled_seen": steps * int(data["batch_size"]) if steps else "",
         "labels_used": train_labels + val_labels,
     }
+
+
+def pending_cells(
+    seeds: list[int],
+    budgets: list[int | str],
+    strategies: list[str],
+    variant: str,
+    finished: set[tuple[str, str, int]],
+) -> list[tuple[int, int | str, str]]:
+    """(seed, budget, strategy) of every cell not in the table yet, seed-major: a run cut short leaves whole seeds."""
+    cells = []
+    for seed in seeds:
+        for budget in budgets:
+            for strategy in strategies:
+                label = f"{strategy}-{variant}" if variant else strategy
+                if (label, str(budget), seed) not in finished:
+                    cells.append((seed, budget, strategy))
+    return cells
 
 
 def budget_key(budget: str) -> float:
@@ -310,6 +339,9 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/label_efficiency")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra CLI override")
     parser.add_argument("--variant", default="", help="name suffix of the rows of runs made with --set")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="cells run side by side, each pinned to its share of the CPUs"
+    )
     args = parser.parse_args()
     args.strategies = args.strategies or default_strategies()
     if args.set and not args.variant:
@@ -323,16 +355,22 @@ def main() -> None:
         writer = csv.DictWriter(fh, COLUMNS)
         writer.writeheader()
         writer.writerows(done)
-    for seed in args.seeds:
-        for budget in args.budgets:
-            for strategy in args.strategies:
-                label = f"{strategy}-{args.variant}" if args.variant else strategy
-                if (label, str(budget), seed) in finished:
-                    continue
-                row = run_cell(args, strategy, budget, seed)
-                print(json.dumps(row), flush=True)
-                with table.open("a", newline="") as fh:
-                    csv.DictWriter(fh, COLUMNS).writerow(row)
+    cells = pending_cells(args.seeds, args.budgets, args.strategies, args.variant, finished)
+
+    def record(cell: tuple[int, int | str, str], row: dict[str, object]) -> None:
+        print(json.dumps(row), flush=True)
+        with table.open("a", newline="") as fh:
+            csv.DictWriter(fh, COLUMNS).writerow(row)
+
+    if args.jobs == 1:
+        for cell in cells:
+            record(cell, run_cell(args, cell[2], cell[1], cell[0]))
+    else:
+        try:
+            slots = split_cpus(available_cpus(), args.jobs)
+        except ValueError as err:
+            parser.error(str(err))
+        run_in_slots(cells, slots, lambda cell, slot: run_cell(args, cell[2], cell[1], cell[0], slot), record)
     rows = read_rows(table)
     plot(rows, out / "label_efficiency.png")
     write_markdown(summarize(rows), out / "label_efficiency.md")
