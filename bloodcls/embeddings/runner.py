@@ -56,7 +56,7 @@ def embed_splits(
     model = model.eval()
     subsets = datamodule.subsets
     chosen = chosen_splits(subsets, splits)
-    identity = embedding_identity(model.net, model.mean, model.std, tta)
+    identity = embedding_identity(model.eval_network(), model.mean, model.std, tta)  # the network embed() uses
     store = EmbeddingStore(cache_dir or default_embedding_dir(), identity, dtype)
     before = len(store)
     ids, names = datamodule.sample_ids(), datamodule.class_names

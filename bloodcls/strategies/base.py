@@ -168,6 +168,7 @@ class Classifier(L.LightningModule):
         self.ema_eval, self.ema_eval_decay = ema_eval, ema_eval_decay
         # Made after channels_last / tiny_map_matmul so it computes like the network; never compiled (eval only).
         self.ema_net: torch.nn.Module | None = frozen_copy(self.net) if ema_eval else None
+        self._steps_averaged = 0  # the optimizer step the averages last followed (on_train_batch_end)
         self.val_metrics = _eval_metrics(num_classes, "val/")
         self.test_metrics = _eval_metrics(num_classes, "test/")
         # Losses averaged by torchmetrics (float sums synced across ranks): self.log(sync_dist=True) divides an
@@ -210,8 +211,9 @@ class Classifier(L.LightningModule):
         return probs / (1 + len(self.ensemble_members))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled pre-logit features (B, D), for label propagation and contrastive heads."""
-        net = backbone(self.net)
+        """Pooled pre-logit features (B, D), for label propagation, contrastive heads and ``bloodcls embed``: of the
+        trained network in training, of the evaluation network (EMA copy / teacher) otherwise, like ``forward``."""
+        net = backbone(self.net if self.training else self.eval_network())
         return net.forward_head(net.forward_features(self.preprocess(images)), pre_logits=True)
 
     def configure_model(self) -> None:
@@ -337,6 +339,14 @@ class Classifier(L.LightningModule):
         return lambda step: warmup_cosine(step, total_steps, warmup_steps)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Averages follow optimizer steps, not batches: with accumulate_grad_batches k the weights change once per
+        # k batches, and folding the same weights in k times would make the decay d^k.
+        if self.global_step != self._steps_averaged:
+            self._steps_averaged = self.global_step
+            self.after_optimizer_step()
+
+    def after_optimizer_step(self) -> None:
+        """Once per optimizer step, after it: update the weight averages (the EMA evaluation network)."""
         if self.ema_net is not None:  # parameters are identical on every rank (DDP); so are their averages
             ema_update(self.ema_net, self.net, ema_decay_at(self.global_step, self.ema_eval_decay), buffers=True)
 
@@ -346,6 +356,9 @@ class Classifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.inference = InferenceSettings.from_dict(checkpoint.get("bloodcls", {}).get("inference"))
+
+    def on_train_start(self) -> None:
+        self._steps_averaged = self.global_step  # a resumed run starts from its checkpoint's step
 
     def on_fit_start(self) -> None:
         # Temperature and referral threshold were fitted to the weights of the checkpoint a fit may resume from;

@@ -15,6 +15,7 @@ value lingers) of the weak-view class means averaged over the DDP ranks.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -26,6 +27,8 @@ from bloodcls.strategies.ema import all_reduce_mean
 from bloodcls.strategies.ssl_base import PseudoLabelSkeleton
 from bloodcls.strategies.ssl_losses import distribution_alignment
 
+DEFAULTS = {"threshold": 0.95, "entropy_threshold": 1.0}
+
 
 class FixMatch(PseudoLabelSkeleton):
     """Args:
@@ -33,7 +36,9 @@ class FixMatch(PseudoLabelSkeleton):
     entropy_threshold: optional extra filter on normalised entropy (1.0 = off).
     lambda_u: unlabeled loss weight.
     mu: unlabeled images per labeled image in a step.
-    temperature: softmax temperature of the weak-view prediction.
+    temperature: divides the weak-view logits before the softmax whose confidence the threshold (and the adaptive
+        thresholds of the subclasses) see; hard pseudo-labels do not change. USB uses T only for soft labels, which
+        bloodcls does not make: keep 1 to compare with the papers.
     strong_view: augmentation preset of the strong view (``randaugment``: RandAugment + Cutout).
     distribution_alignment: align weak-view predictions to ``da_target``.
     da_target: ``uniform`` or one share per class (normalised here) -- the expected pool class distribution.
@@ -44,11 +49,13 @@ class FixMatch(PseudoLabelSkeleton):
     model_dist: torch.Tensor
     target_dist: torch.Tensor
     da_updates: torch.Tensor
+    # FixMatch arguments a subclass's own mask replaces: setting them away from their default warns (not silent).
+    ignored_arguments: tuple[str, ...] = ()
 
     def __init__(
         self,
-        threshold: float = 0.95,
-        entropy_threshold: float = 1.0,
+        threshold: float = DEFAULTS["threshold"],
+        entropy_threshold: float = DEFAULTS["entropy_threshold"],
         lambda_u: float = 1.0,
         mu: int = 7,
         temperature: float = 1.0,
@@ -59,6 +66,13 @@ class FixMatch(PseudoLabelSkeleton):
         **kwargs: Any,
     ) -> None:
         super().__init__(threshold, entropy_threshold, lambda_u, **kwargs)
+        given = {"threshold": threshold, "entropy_threshold": entropy_threshold}
+        for name in self.ignored_arguments:
+            if given[name] != DEFAULTS[name]:
+                warnings.warn(
+                    f"{type(self).__name__} ignores model.{name}={given[name]}: its own thresholds replace it",
+                    stacklevel=2,
+                )
         self.mu = mu
         self.temperature = temperature
         self.strong_view = strong_view

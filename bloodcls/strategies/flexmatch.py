@@ -5,6 +5,8 @@ probability >= ``threshold``) is class c; beta_c = sigma_c / max(max_c' sigma_c'
 warm-up (images never predicted confidently count as one more "class"), or / max_c' sigma_c' without it. An image
 predicted as class c is accepted when its confidence reaches threshold * M(beta_c), M(x) = x / (2 - x): classes
 the model has barely learned get low thresholds early, and every threshold rises to ``threshold`` as they are learned.
+As in USB and TorchSSL, a step's mask uses the effects up to the previous step; its confident predictions then
+update them.
 
 The per-image latest prediction (``selected_label``, -1 = none yet) and beta (``classwise_acc``) are buffers, so
 they are in the checkpoint; under DDP every rank folds in all ranks' predictions (one all-gather a step), so they
@@ -39,6 +41,8 @@ class FlexMatch(FixMatch):
 
     selected_label: torch.Tensor
     classwise_acc: torch.Tensor
+    ignored_arguments = ("entropy_threshold",)  # per-class thresholds from ``threshold``; no entropy filter
+    observe_after_mask = True  # this step's mask uses the effects up to the previous step, as USB's masking()
 
     def __init__(self, threshold_warmup: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)

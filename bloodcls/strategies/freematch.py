@@ -57,6 +57,8 @@ class FreeMatch(FixMatch):
     p_model: torch.Tensor
     label_hist: torch.Tensor
 
+    ignored_arguments = ("threshold", "entropy_threshold")  # self-adaptive thresholds
+
     def __init__(self, ema_p: float = 0.999, lambda_e: float = 0.01, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ema_p = ema_p

@@ -178,8 +178,8 @@ class MeanTeacher(Classifier):
         self.lp_labels = torch.from_numpy(labels).to(self.device)
         return result
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_end(outputs, batch, batch_idx)
+    def after_optimizer_step(self) -> None:
+        super().after_optimizer_step()
         # Early on the student changes fast; a smaller decay lets the teacher follow (Tarvainen & Valpola).
         decay = ema_decay_at(self.global_step, self.ema_decay)
         trainer = self._trainer

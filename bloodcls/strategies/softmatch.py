@@ -8,7 +8,8 @@ EMAs (momentum ``ema_p``) of the batch mean and unbiased variance of the weak-vi
 
 The paper's uniform alignment is FixMatch's distribution alignment towards a uniform target
 (``distribution_alignment: true``); it stays off by default for the reason given in ``fixmatch.py`` (the PBC pool is
-not uniform).
+not uniform). When on, it shapes the weights only: the pseudo-labels stay the argmax of the raw weak-view prediction,
+as in USB's SoftMatch ("uniform alignment in softmatch do not use aligned probs for generating pseudo labels").
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class SoftMatch(FixMatch):
 
     conf_mean: torch.Tensor
     conf_var: torch.Tensor
+    ignored_arguments = ("threshold", "entropy_threshold")  # soft weights instead of thresholds
 
     def __init__(self, ema_p: float = 0.999, n_sigma: float = 2.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -49,6 +51,18 @@ class SoftMatch(FixMatch):
         self.n_sigma = n_sigma
         self.register_buffer("conf_mean", torch.tensor(1.0 / self.num_classes))
         self.register_buffer("conf_var", torch.tensor(1.0))
+        # Pseudo-labels of the current step when distribution alignment is on (set by weak_targets, read in the same
+        # step by unlabeled_output): the argmax before alignment.
+        self._raw_pseudo_labels: torch.Tensor | None = None
+
+    def weak_targets(self, weak_logits: torch.Tensor) -> torch.Tensor:
+        if self.use_distribution_alignment:
+            self._raw_pseudo_labels = weak_logits.detach().argmax(dim=-1)
+        return super().weak_targets(weak_logits)
+
+    def pseudo_targets(self, probs: torch.Tensor) -> torch.Tensor:
+        raw, self._raw_pseudo_labels = self._raw_pseudo_labels, None
+        return raw if raw is not None else super().pseudo_targets(probs)
 
     def observe(self, probs: torch.Tensor, batch: Batch) -> None:
         confidence = probs.max(dim=-1).values.float()

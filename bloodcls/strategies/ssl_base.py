@@ -37,6 +37,10 @@ class PseudoLabelSkeleton(Classifier, register=False):
         **kwargs: the ``Classifier`` arguments.
     """
 
+    # Whether this step's predictions update the adaptive state before (FreeMatch, SoftMatch: USB's order) or after
+    # (FlexMatch: USB and TorchSSL mask with the previous step's class effects) the mask is computed.
+    observe_after_mask = False
+
     def __init__(
         self, confidence_threshold: float, entropy_threshold: float = 1.0, lambda_u: float = 1.0, **kwargs: Any
     ) -> None:
@@ -76,8 +80,11 @@ class PseudoLabelSkeleton(Classifier, register=False):
     def unlabeled_output(self, logits: torch.Tensor, probs: torch.Tensor, batch: Batch) -> UnlabeledOutput:
         """The unlabeled term from the learning logits and the target probabilities (rows aligned with ``batch``)."""
         with torch.no_grad():
-            self.observe(probs, batch)
+            if not self.observe_after_mask:
+                self.observe(probs, batch)
             targets, mask = self.pseudo_targets(probs), self.mask(probs)
+            if self.observe_after_mask:
+                self.observe(probs, batch)
         loss = self.masked_loss(logits, targets, mask)
         stats = pseudo_label_stats(targets, mask, batch.get("true_label"), self.class_names)
         stats.update(per_class_pseudo_accuracy(probs.argmax(dim=-1), mask, batch.get("true_label"), self.class_names))

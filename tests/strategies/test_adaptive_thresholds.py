@@ -114,3 +114,55 @@ def test_softmatch_unlabeled_loss_is_the_weighted_batch_mean_with_gradient() -> 
     assert out.loss.item() == pytest.approx(float((ce * weights).sum() / 4), rel=1e-5)  # over all 4, not sum(w)
     out.loss.backward()
     assert logits.grad is not None and bool(logits.grad.abs().sum() > 0)
+
+
+def test_softmatch_alignment_shapes_the_weights_but_not_the_pseudo_labels() -> None:
+    """USB's SoftMatch: uniform alignment feeds the weights; the pseudo-label is the raw weak-view argmax."""
+    torch.manual_seed(0)
+    model = SoftMatch(ema_p=0.0, distribution_alignment=True, da_momentum=0.9, **COMMON)
+    raw = torch.tensor([[0.9, 0.05, 0.05]] * 3 + [[0.5, 0.45, 0.05]])
+    aligned = model.weak_targets(raw.log())  # first update: the bias-corrected running mean is this batch's mean
+    expected_aligned = raw / raw.mean(0)
+    expected_aligned = expected_aligned / expected_aligned.sum(1, keepdim=True)
+    assert torch.allclose(aligned, expected_aligned, atol=1e-5)
+    assert int(aligned[3].argmax()) == 1 and int(raw[3].argmax()) == 0  # alignment flips the last image
+    strong = torch.randn(4, K, requires_grad=True)
+    out = model.unlabeled_output(strong, aligned, {})
+    confidence = aligned.max(1).values
+    weights = softmatch_weights(aligned, confidence.mean(), confidence.var(unbiased=True), 2.0)
+    ce = torch.nn.functional.cross_entropy(strong, raw.argmax(1), reduction="none")
+    assert out.loss.item() == pytest.approx(float((ce * weights).sum() / 4), rel=1e-5)
+    # the next step without alignment state left over: plain argmax of what it is given
+    assert torch.equal(model.pseudo_targets(aligned), aligned.argmax(1))
+
+
+def test_flexmatch_masks_with_the_previous_steps_effects_then_updates_them() -> None:
+    """USB's FlexMatch masking(): the mask uses the class effects so far, then this step's confident predictions
+    update them."""
+    model = FlexMatch(threshold=0.55, **COMMON)
+    model._resize_pool(4)  # a pool of 4 images, none confidently predicted yet
+    model.classwise_acc.fill_(1.0)  # the effects so far: every class learned, the fixed threshold 0.55 for all
+    out = model.unlabeled_output(torch.zeros(4, K), PROBS, {"pool_index": torch.tensor([0, 1, 2, 3])})
+    # with the effects so far only 0.6 and 0.65 pass; had this step's update come first (beta 0.5 / 0 / 0.5,
+    # thresholds 0.18 / 0 / 0.18) all four would
+    assert out.stats["mask_ratio"] == pytest.approx(0.5)
+    assert torch.allclose(model.classwise_acc, torch.tensor([0.5, 0.0, 0.5]))  # then updated: 2 unused of 4
+
+
+@pytest.mark.parametrize(
+    ("strategy", "argument"),
+    [(FlexMatch, "entropy_threshold"), (FreeMatch, "threshold"), (FreeMatch, "entropy_threshold"),
+     (SoftMatch, "threshold"), (SoftMatch, "entropy_threshold")],
+)  # fmt: skip
+def test_arguments_an_adaptive_strategy_replaces_warn_instead_of_doing_nothing(strategy: Any, argument: str) -> None:
+    with pytest.warns(UserWarning, match=f"{strategy.__name__} ignores model.{argument}=0.5"):
+        strategy(**{argument: 0.5}, **COMMON)
+
+
+def test_flexmatch_takes_its_upper_threshold_without_a_warning() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FlexMatch(threshold=0.9, **COMMON)
+        FreeMatch(**COMMON)

@@ -43,6 +43,10 @@ def test_ema_eval_outputs_are_the_ema_networks_and_it_is_in_the_checkpoint(tmp_p
     assert torch.allclose(model.test_step(batch, 0)["probs"], ema_out.softmax(dim=1))
     assert torch.allclose(model.predict_step(batch, 0)["probs"], ema_out.softmax(dim=1))
     assert torch.allclose(ProbabilitiesModel(model)(x), ema_out.softmax(dim=1))  # what export traces
+    ema_features = model.ema_net.forward_head(model.ema_net.forward_features(model.preprocess(x)), pre_logits=True)
+    assert torch.allclose(model.embed(x), ema_features)  # bloodcls embed and the frozen heads see the EMA too
+    assert not torch.allclose(model.train().embed(x), ema_features)  # training (label propagation): the network
+    model.eval()
     path = tmp_path / "ema.ckpt"
     state = {k: v for k, v in model.state_dict().items()}
     assert any(k.startswith("ema_net.") for k in state)
@@ -124,3 +128,30 @@ def test_self_training_pseudo_labels_survive_a_resume() -> None:
     assert resumed.round == 2 and pseudo is not None
     assert pseudo.positions.tolist() == [3, 5, 8] and pseudo.labels.tolist() == [0, 2, 1]
     assert np.allclose(pseudo.weights, [1.0, 0.5, 0.25]) and pseudo.labeled_ratio == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("strategy", ["ema_eval", "mean_teacher"])
+def test_averages_follow_optimizer_steps_not_accumulated_batches(
+    strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """accumulate_grad_batches 2: global_step after each batch is 1, 1, 2, 2 (resumed at 0); the weight averages
+    must fold the weights in once per optimizer step, not once per batch (that would square the decay)."""
+    from bloodcls.strategies import MeanTeacher
+    from bloodcls.strategies import base as base_module
+    from bloodcls.strategies import mean_teacher as mean_teacher_module
+
+    model = Supervised(ema_eval=True, **COMMON) if strategy == "ema_eval" else MeanTeacher(**COMMON)
+    updates: list[int] = []
+    module = base_module if strategy == "ema_eval" else mean_teacher_module
+    monkeypatch.setattr(module, "ema_update", lambda *args, **kwargs: updates.append(model.global_step))
+    trainer = SimpleNamespace(global_step=0, world_size=1)
+    model._trainer = trainer  # type: ignore[assignment]
+    model.on_train_start()
+    for step in (0, 1, 1, 2, 2):  # batch 0 ends before the first step of accumulation 2 ... batch 4
+        trainer.global_step = step
+        model.on_train_batch_end(None, None, 0)
+    assert updates == [1, 2]
+    trainer.global_step = 40  # a run resumed from step 40: nothing to fold in until its first step
+    model.on_train_start()
+    model.on_train_batch_end(None, None, 0)
+    assert updates == [1, 2]

@@ -33,7 +33,7 @@ def test_mean_teacher_teacher_gets_no_gradient_and_follows_student() -> None:
     assert all(not p.requires_grad for p in model.teacher.parameters())
     optimizer.step()
     dist_before = sum((t - s).abs().sum() for t, s in zip(before, model.net.parameters(), strict=True))
-    model.on_train_batch_end(None, None, 0)
+    model.after_optimizer_step()  # what on_train_batch_end calls once per optimizer step
     after = list(model.teacher.parameters())
     dist_after = sum((t - s).abs().sum() for t, s in zip(after, model.net.parameters(), strict=True))
     assert dist_after < dist_before  # the EMA moved the teacher toward the student
@@ -69,7 +69,7 @@ def test_mean_teacher_keeps_batchnorm_statistics_of_its_own_activations() -> Non
     model.unlabeled_loss(
         make_batch(model.loader_request())["unlabeled"], 0
     )  # student and teacher forwards, in train mode
-    model.on_train_batch_end(None, None, 0)
+    model.after_optimizer_step()  # what on_train_batch_end calls once per optimizer step
     teacher, student = running_means(model.teacher), running_means(model.net)
     assert teacher and all(not torch.equal(t, s) for t, s in zip(teacher, student, strict=True))
     assert all(not torch.equal(t, b) for t, b in zip(teacher, before, strict=True))  # its own forward updated them
