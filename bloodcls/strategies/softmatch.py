@@ -31,6 +31,22 @@ def softmatch_weights(probs: torch.Tensor, mu: torch.Tensor, var: torch.Tensor, 
     return torch.exp(-(below**2) / (2 * var / n_sigma**2))
 
 
+def confidence_mean_and_variance(
+    probs: torch.Tensor, trainer: Any, shift: float | torch.Tensor = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased variance of the max probability over this step's images of every DDP rank -- from the
+    ranks' sums (one all-reduce), as USB gathers all confidences: averaging per-rank variances would miss the spread
+    between the ranks' means. The sums are of ``confidence - shift`` (the same on every rank; near the mean, float32
+    sums of squares lose no digits to cancellation)."""
+    centred = probs.max(dim=-1).values.float() - shift
+    local = torch.stack([centred.sum(), (centred**2).sum(), centred.new_tensor(float(len(centred)))])
+    world = trainer.world_size if trainer is not None else 1
+    total, total_sq, n = all_reduce_mean(local, trainer) * world  # mean over ranks x ranks = sums
+    offset = total / n
+    var = (total_sq - n * offset**2).clamp_min(0.0) / (n - 1) if float(n) > 1 else offset.new_zeros(())
+    return offset + shift, var
+
+
 class SoftMatch(FixMatch):
     """Args:
     ema_p: momentum of the confidence mean / variance EMAs.
@@ -65,11 +81,11 @@ class SoftMatch(FixMatch):
         return raw if raw is not None else super().pseudo_targets(probs)
 
     def observe(self, probs: torch.Tensor, batch: Batch) -> None:
-        confidence = probs.max(dim=-1).values.float()
-        var = confidence.var(unbiased=True) if len(confidence) > 1 else confidence.new_zeros(())
-        stats = all_reduce_mean(torch.stack([confidence.mean(), var]), self._trainer).to(self.conf_mean)
-        self.conf_mean.mul_(self.ema_p).add_(stats[0], alpha=1 - self.ema_p)
-        self.conf_var.mul_(self.ema_p).add_(stats[1], alpha=1 - self.ema_p)
+        mean, var = confidence_mean_and_variance(
+            probs, self._trainer, shift=self.conf_mean.to(probs.device)
+        )  # no host sync
+        self.conf_mean.mul_(self.ema_p).add_(mean.to(self.conf_mean), alpha=1 - self.ema_p)
+        self.conf_var.mul_(self.ema_p).add_(var.to(self.conf_var), alpha=1 - self.ema_p)
 
     def mask(self, probs: torch.Tensor) -> torch.Tensor:
         """Soft weights (B,) in (0, 1]; ``masked_cross_entropy`` takes them as per-sample weights."""

@@ -166,3 +166,23 @@ def test_flexmatch_takes_its_upper_threshold_without_a_warning() -> None:
         warnings.simplefilter("error")
         FlexMatch(threshold=0.9, **COMMON)
         FreeMatch(**COMMON)
+
+
+def test_softmatch_variance_over_ddp_ranks_is_that_of_all_their_images() -> None:
+    """Two ranks whose confidences differ in mean: the variance of the union, not the mean of the two variances."""
+    from types import SimpleNamespace
+
+    from bloodcls.strategies.softmatch import confidence_mean_and_variance
+
+    here = torch.tensor([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.85, 0.1, 0.05]])
+    there = torch.tensor([[0.4, 0.3, 0.3], [0.5, 0.25, 0.25], [0.45, 0.3, 0.25]])
+    there_conf = there.max(1).values
+    there_sums = torch.stack([there_conf.sum(), (there_conf**2).sum(), torch.tensor(3.0)])
+    strategy = SimpleNamespace(reduce=lambda t, reduce_op: (t + there_sums) / 2)  # the mean over the two ranks
+    mean, var = confidence_mean_and_variance(here, SimpleNamespace(world_size=2, strategy=strategy))  # shift 0
+    union = torch.cat([here.max(1).values, there_conf])
+    assert mean.item() == pytest.approx(union.mean().item(), rel=1e-6)
+    assert var.item() == pytest.approx(union.var(unbiased=True).item(), rel=1e-5)
+    alone_mean, alone_var = confidence_mean_and_variance(here, None, shift=0.8)  # near the mean: no cancellation
+    assert alone_mean.item() == pytest.approx(0.85, rel=1e-6)
+    assert alone_var.item() == pytest.approx(here.max(1).values.var(unbiased=True).item(), rel=1e-5)
