@@ -195,6 +195,21 @@ def test_seeds_on_one_test_set_and_kfold_folds_are_averaged(tmp_path: Path, caps
     assert "90.00 ± 10.00" in capsys.readouterr().out
 
 
+def test_a_fold_counted_more_often_than_the_others_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = [f"h{i}" for i in range(4)]
+    runs = []
+    for name, k in (("fold0_seed0", 0), ("fold0_seed1", 0), ("fold1_seed0", 1)):  # fold 0 would weigh double
+        runs.append(_write_run(tmp_path, name, _metrics(0.9, 0.9, 1.0)))
+        _write_split(runs[-1], images[2 * k : 2 * k + 2], images[: 2 * k] + images[2 * k + 2 :])
+    assert "different test set" in _refused([str(r) for r in runs], capsys)
+    runs.append(_write_run(tmp_path, "fold1_seed1", _metrics(0.9, 0.9, 1.0)))  # folds x seeds, balanced: fine
+    _write_split(runs[-1], images[2:], images[:2])
+    summarize_main([str(r) for r in runs])
+    assert "over 4 runs" in capsys.readouterr().out
+
+
 def test_without_split_csv_the_test_size_decides_unless_the_configs_are_kfold(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

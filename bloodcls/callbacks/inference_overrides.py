@@ -4,6 +4,7 @@ beside the report or predictions (the test report copies it into metrics.json["i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class InferenceOverrides(Callback):
             load_member(p, self.tta).to(device=pl_module.device, dtype=pl_module.dtype) for p in self.ensemble
         ]
         model.ensemble_members = list(self._members)  # Classifier.eval_probabilities averages over them
+        if self._members:  # a referral threshold was chosen on one model's probabilities; an ensemble's differ
+            model.inference = replace(model.inference, review_threshold=None)
         paths = [str(Path(str(self.ckpt_path)).resolve()), *self.ensemble]
         record = {
             "stage": stage,

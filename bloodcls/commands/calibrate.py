@@ -83,7 +83,13 @@ def fit_settings(
     before = C.calibration_summary(C.tempered_probabilities(logits, 1.0), labels)
     probs = C.tempered_probabilities(logits, temperature)
     after = C.calibration_summary(probs, labels)
-    fitted_on: dict[str, Any] = {"split": "val", "n_images": int(labels.size), "before": before, "after": after}
+    fitted_on: dict[str, Any] = {
+        "split": "val",
+        "n_images": int(labels.size),
+        "tta": tta,  # the probabilities the threshold was chosen on; set_tta drops it for another mode
+        "before": before,
+        "after": after,
+    }
     lines = [
         f"temperature {temperature:.4f} fitted on {labels.size} validation images (tta {tta})",
         f"{'':<10}{'NLL':>9}{'ECE':>9}{'Brier':>9}{'Accuracy':>10}",

@@ -150,13 +150,18 @@ def run_identity(name: str, metrics_file: Path, metrics: Mapping[str, Any]) -> R
 
 
 def _is_kfold(runs: Sequence[RunIdentity]) -> bool:
-    """Folds of one k-fold split: test sets pairwise equal or disjoint over one common image set (from split.csv),
-    or, without split.csv, every config naming the same n_folds."""
+    """Folds of one k-fold split: over one common image set (from split.csv), test sets that are pairwise disjoint,
+    or the same folds equally often (folds x seeds) -- a fold counted twice would weigh double in the mean; without
+    split.csv, every config naming the same n_folds."""
     if all(r.test_set is not None and r.all_images is not None for r in runs):
         if len({r.all_images for r in runs}) != 1:
             return False
-        sets = [r.test_set or frozenset() for r in runs]
-        return all(a == b or not (a & b) for i, a in enumerate(sets) for b in sets[i + 1 :])
+        folds: dict[frozenset[str], int] = {}
+        for r in runs:
+            folds[r.test_set or frozenset()] = folds.get(r.test_set or frozenset(), 0) + 1
+        distinct = list(folds)
+        disjoint = all(not (a & b) for i, a in enumerate(distinct) for b in distinct[i + 1 :])
+        return disjoint and len(set(folds.values())) == 1
     return runs[0].n_folds is not None and len({r.n_folds for r in runs}) == 1
 
 

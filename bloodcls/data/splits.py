@@ -151,7 +151,7 @@ def kfold_split(
         folds = np.arange(len(order)) % n_folds  # round-robin over a shuffled class = stratified folds
         test_idx = order[folds == fold]
         rest = order[folds != fold]
-        n_val = _count_for(len(order), val_fraction, reserve=1)
+        n_val = _count_for(len(order), val_fraction, reserve=len(test_idx) + 1)  # at least one image trains
         subsets[test_idx] = TEST
         subsets[rest[:n_val]] = VAL
     return subsets

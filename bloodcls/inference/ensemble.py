@@ -4,6 +4,7 @@ them. Members must agree on the classes (names and order) and the input size."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -39,8 +40,20 @@ def load_member(path: str | Path, tta: str | None = None) -> Any:
 
 
 def set_tta(model: Any, tta: str) -> None:
-    """Use test-time augmentation ``tta`` (``none`` / ``d4``) for ``model``'s evaluation probabilities."""
-    model.inference = replace(model.inference, tta=tta)  # __post_init__ rejects unknown modes in one line
+    """Use test-time augmentation ``tta`` (``none`` / ``d4``) for ``model``'s evaluation probabilities. A referral
+    threshold chosen (``bloodcls calibrate``) on the probabilities of another TTA mode is dropped with a warning: the
+    views' average is less peaked than one view, so its validation accuracy target would not hold. The temperature
+    stays (it still calibrates better than none)."""
+    settings = replace(model.inference, tta=tta)  # __post_init__ rejects unknown modes in one line
+    fitted_with = model.inference.fitted_on.get("tta", model.inference.tta)
+    if settings.review_threshold is not None and tta != fitted_with:
+        warnings.warn(
+            f"the review threshold {settings.review_threshold:.4f} was chosen with tta {fitted_with}; with tta {tta} "
+            f"it is not used (bloodcls calibrate --tta {tta} chooses one for it)",
+            stacklevel=2,
+        )
+        settings = replace(settings, review_threshold=None)
+    model.inference = settings
 
 
 def check_compatible(

@@ -26,13 +26,19 @@ def tta_views(images: torch.Tensor, mode: str) -> list[torch.Tensor]:
 
 
 def tta_probabilities(
-    logits_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, mode: str, temperature: float = 1.0
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    mode: str,
+    temperature: float = 1.0,
+    plain_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over the views of softmax(logits / temperature), float32 (B, K)."""
+    """Mean over the views of softmax(logits / temperature), float32 (B, K). ``plain_logits``: ``logits_of(images)``
+    already computed (the test step's forward), reused for the first view, which is the batch itself."""
     views = tta_views(images, mode)
     total: torch.Tensor | None = None
-    for view in views:
-        probs = (logits_of(view).float() / temperature).softmax(dim=1)
+    for k, view in enumerate(views):
+        logits = plain_logits if k == 0 and plain_logits is not None else logits_of(view)
+        probs = (logits.float() / temperature).softmax(dim=1)
         total = probs if total is None else total + probs
     assert total is not None
     return total / len(views)

@@ -200,12 +200,9 @@ class Classifier(L.LightningModule):
     def eval_probabilities(self, images: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         """Class probabilities (B, K) as test, predict, export and the Python API give them: the evaluation network,
         test-time augmentation and temperature of ``self.inference``, averaged with ``ensemble_members``.
-        ``logits``: this batch's plain forward, reused when no TTA is on."""
+        ``logits``: this batch's plain forward, reused as the first (identity) view."""
         settings = self.inference
-        if settings.tta == "none" and logits is not None:
-            probs = (logits.float() / settings.temperature).softmax(dim=1)
-        else:
-            probs = tta_probabilities(self.forward, images, settings.tta, settings.temperature)
+        probs = tta_probabilities(self.forward, images, settings.tta, settings.temperature, plain_logits=logits)
         for member in self.ensemble_members:  # each with its own normalisation, temperature and TTA
             probs = probs + member.eval_probabilities(images)
         return probs / (1 + len(self.ensemble_members))

@@ -192,3 +192,43 @@ def test_calibrate_after_fit_calibrates_best_and_last(tmp_path: Path) -> None:
     resumed = load_checkpoint(checkpoints.parent.parent / "version_1" / "checkpoints" / "last.ckpt")
     assert resumed["epoch"] == 1
     assert InferenceSettings.from_dict(resumed["bloodcls"]["inference"]) == InferenceSettings()
+
+
+def test_a_threshold_is_used_only_with_the_tta_and_the_single_model_it_was_chosen_for(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    best = run / "checkpoints" / "best.ckpt"
+    chosen_without_tta = InferenceSettings(temperature=2.5, review_threshold=0.3, fitted_on={"tta": "none"})
+    write_inference_settings(best, chosen_without_tta)
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="chosen with tta none; with tta d4 it is not used"):
+        cli_main(["test", "--ckpt_path", str(best), "--tta", "d4"])
+    metrics = json.loads((run / "test" / "metrics.json").read_text())
+    assert metrics["referral"]["review_threshold"] is None
+    assert metrics["calibration"]["temperature"] == 2.5  # the temperature stays
+    cli_main(["test", "--ckpt_path", str(best), "--tta", "none"])
+    assert json.loads((run / "test" / "metrics.json").read_text())["referral"]["review_threshold"] == 0.3
+    member = run / "checkpoints" / "last.ckpt"  # same classes; an ensemble's averaged probabilities are flatter
+    cli_main(["test", "--ckpt_path", str(best), "--ensemble", str(member)])
+    assert json.loads((run / "test_ensemble" / "metrics.json").read_text())["referral"]["review_threshold"] is None
+
+
+def test_set_tta_keeps_a_threshold_only_for_the_mode_it_was_fitted_with() -> None:
+    from types import SimpleNamespace
+
+    from bloodcls.inference.ensemble import set_tta
+
+    for fitted, wanted, kept in (("none", "none", True), ("d4", "d4", True), ("d4", "none", False)):
+        model = SimpleNamespace(
+            inference=InferenceSettings(review_threshold=0.5, tta=fitted, fitted_on={"tta": fitted})  # type: ignore[arg-type]
+        )
+        if kept:
+            set_tta(model, wanted)
+        else:
+            with pytest.warns(UserWarning, match=f"chosen with tta {fitted}"):
+                set_tta(model, wanted)
+        assert model.inference.tta == wanted
+        assert (model.inference.review_threshold == 0.5) is kept
+    older = SimpleNamespace(inference=InferenceSettings(review_threshold=0.5, tta="d4"))  # no fitted_on["tta"]
+    with pytest.warns(UserWarning, match="chosen with tta d4"):
+        set_tta(older, "none")

@@ -64,6 +64,14 @@ def test_kfold_folds_partition_each_class() -> None:
     assert Counter(one[labels == 0]) == {"test": 2, "val": 2, "train": 6}
 
 
+def test_kfold_validation_never_takes_a_class_last_training_image() -> None:
+    rare = S.kfold_split([0] * 10 + [1] * 2, n_folds=2, fold=0, val_fraction=0.15, seed=0)[10:]
+    assert sorted(rare) == sorted([S.TEST, S.TRAIN])  # one test image; the other trains instead of validating
+    greedy = S.kfold_split([0] * 10 + [1] * 10, n_folds=2, fold=0, val_fraction=0.6, seed=0)
+    for cls in (slice(0, 10), slice(10, 20)):
+        assert list(greedy[cls]).count(S.TRAIN) >= 1
+
+
 def test_kfold_rejects_class_smaller_than_folds() -> None:
     with pytest.raises(ValueError, match="class 'rare' has 3 images, fewer than n_folds=5"):
         S.kfold_split([0] * 10 + [1] * 3, n_folds=5, fold=0, class_names=["common", "rare"])

@@ -45,3 +45,20 @@ def test_settings_round_trip_and_reject_bad_values() -> None:
     for bad in ({"temperature": 0.0}, {"temperature": float("nan")}, {"review_threshold": 1.5}, {"tta": "x"}):
         with pytest.raises(UserInputError):
             InferenceSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_d4_reuses_the_plain_forward_for_the_identity_view() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    images = torch.rand(2, 3, 8, 8)
+    calls: list[torch.Tensor] = []
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x)
+        return net(x)
+
+    full = tta_probabilities(logits_of, images, "d4", temperature=1.5)
+    calls.clear()
+    reused = tta_probabilities(logits_of, images, "d4", temperature=1.5, plain_logits=net(images))
+    assert len(calls) == 7 and all(not torch.equal(c, images) for c in calls)  # the 7 other views only
+    assert torch.allclose(full, reused, atol=1e-6)
