@@ -63,7 +63,14 @@ def check_compatible(
     center_crops: Sequence[float] | None = None,
 ) -> None:
     """Refuse, in one line naming both files, members trained on other classes (or another order), another input
-    size or another ``data.center_crop`` than the first: their probabilities cannot be averaged."""
+    size or another ``data.center_crop`` than the first: their probabilities cannot be averaged. A file named twice
+    is refused too: it would weigh double."""
+    seen: set[Path] = set()
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise UserInputError(f"ensemble member {path} is named twice: each checkpoint may count once")
+        seen.add(resolved)
     crops = list(center_crops) if center_crops is not None else [1.0] * len(paths)
     for path, names, size, crop in zip(paths[1:], class_names[1:], image_sizes[1:], crops[1:], strict=True):
         if names is not None and class_names[0] is not None and list(names) != list(class_names[0]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,9 @@ def test_predict_matches_the_models_own_eval_probabilities(ckpt: Path, tmp_path:
     d4 = load_model(ckpt, tta="d4", review_threshold=0.99).predict(pixels)
     assert not np.allclose(d4.probabilities, result.probabilities, atol=1e-7)
     assert d4.needs_review == [True, True, True]  # an untrained-ish model is never 99 % sure
-    ensemble = load_model([ckpt, ckpt]).predict(pixels)
+    twin = tmp_path / "twin.ckpt"  # the same weights under another name (the same file twice is refused)
+    shutil.copy(ckpt, twin)
+    ensemble = load_model([ckpt, twin]).predict(pixels)
     np.testing.assert_allclose(ensemble.probabilities, result.probabilities, atol=1e-6)
     assert ensemble.needs_review is None  # a single model's threshold does not carry over to an ensemble
 

@@ -44,6 +44,8 @@ def test_members_of_other_classes_or_sizes_are_refused_in_one_line() -> None:
     check_compatible(["x", "y"], [names, names], [32, 32], [0.5, 0.5])
     with pytest.raises(UserInputError, match="y was trained on data.center_crop 1.0"):
         check_compatible(["x", "y"], [names, names], [32, 32], [0.5, 1.0])  # same size, other pixels per cell
+    with pytest.raises(UserInputError, match="named twice"):
+        check_compatible(["runs/a/best.ckpt", "runs/../runs/a/best.ckpt"], [names, names], [32, 32])
     with pytest.raises(UserInputError):
         Ensemble([])
 
