@@ -83,10 +83,11 @@ class BloodModel:
         self.center_crop = center_crop  # the training data's data.center_crop: new images are cropped alike
         self.device = device
         self._eval_transform = eval_transform
+        from bloodcls.inference.ensemble import ensemble_review_threshold  # torch-heavy: imported on use
+
         first: Any = self.members[0]
         self.class_names: list[str] = [str(c) for c in first.class_names]
-        # A threshold was chosen for one model's probabilities; an ensemble's differ, so it needs its own.
-        self.review_threshold: float | None = first.inference.review_threshold if len(paths) == 1 else None
+        self.review_threshold = ensemble_review_threshold(first, len(paths))
 
     @property
     def members(self) -> list[Any]:

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 
 from bloodcls.callbacks.reports import INFERENCE_JSON, PredictionsCSV, TestReport
 from bloodcls.distributed import run_dir
-from bloodcls.inference.ensemble import describe_members, load_member, set_tta
+from bloodcls.inference.ensemble import describe_members, ensemble_review_threshold, load_member, set_tta
 from bloodcls.io import remove_outputs, write_json
 
 
@@ -55,8 +55,8 @@ class InferenceOverrides(Callback):
             load_member(p, self.tta).to(device=pl_module.device, dtype=pl_module.dtype) for p in self.ensemble
         ]
         model.ensemble_members = list(self._members)  # Classifier.eval_probabilities averages over them
-        if self._members:  # a referral threshold was chosen on one model's probabilities; an ensemble's differ
-            model.inference = replace(model.inference, review_threshold=None)
+        threshold = ensemble_review_threshold(model, 1 + len(self._members))
+        model.inference = replace(model.inference, review_threshold=threshold)
         paths = [str(Path(str(self.ckpt_path)).resolve()), *self.ensemble]
         record = {
             "stage": stage,

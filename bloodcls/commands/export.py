@@ -149,12 +149,11 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
     image_size = int(data_hparams["image_size"])
     center_crop = float(data_hparams.get("center_crop", 1.0))
     model, paths = load_exported(ckpt_path, args)
-    from bloodcls.inference.ensemble import describe_members
+    from bloodcls.inference.ensemble import describe_members, ensemble_review_threshold
 
     members = describe_members(paths, members_of(model))
     first = members_of(model)[0]
-    # A referral threshold was chosen on one model's validation probabilities; an ensemble's differ.
-    review_threshold = first.inference.review_threshold if len(members) == 1 else None
+    review_threshold = ensemble_review_threshold(first, len(members))
     output = Path(args.output) if args.output else default_output(ckpt_path)
     contract = {
         "input": f"{INPUT_NAME}: uint8 (batch, 3, {image_size}, {image_size}) RGB, 0..255 (normalised inside)",

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -156,9 +157,7 @@ def _is_kfold(runs: Sequence[RunIdentity]) -> bool:
     if all(r.test_set is not None and r.all_images is not None for r in runs):
         if len({r.all_images for r in runs}) != 1:
             return False
-        folds: dict[frozenset[str], int] = {}
-        for r in runs:
-            folds[r.test_set or frozenset()] = folds.get(r.test_set or frozenset(), 0) + 1
+        folds = Counter(r.test_set or frozenset() for r in runs)
         distinct = list(folds)
         disjoint = all(not (a & b) for i, a in enumerate(distinct) for b in distinct[i + 1 :])
         return disjoint and len(set(folds.values())) == 1

@@ -56,6 +56,13 @@ def set_tta(model: Any, tta: str) -> None:
     model.inference = settings
 
 
+def ensemble_review_threshold(first: Any, n_members: int) -> float | None:
+    """The referral threshold of a model or ensemble: the first checkpoint's for a single model; none for an ensemble
+    (a threshold was chosen on one model's validation probabilities; an ensemble's average differs)."""
+    threshold: float | None = first.inference.review_threshold
+    return threshold if n_members == 1 else None
+
+
 def check_compatible(
     paths: Sequence[str],
     class_names: Sequence[Sequence[str] | None],
