@@ -179,8 +179,8 @@ def check_ensemble_config(subcommand: str, sub: Any) -> None:
     members = [str(p) for p in (sub.get(ENSEMBLE_KEY) if hasattr(sub, "get") else None) or []]
     if not members:
         return
-    if subcommand not in EVALUATE_COMMANDS[1:]:
-        raise UserInputError(f"--{ENSEMBLE_KEY}: only bloodcls test and predict evaluate ensembles")
+    if subcommand not in EVALUATE_COMMANDS:
+        raise UserInputError(f"--{ENSEMBLE_KEY}: only bloodcls validate, test and predict evaluate ensembles")
     summaries = [summarize_checkpoint(str(sub.get("ckpt_path")))]
     summaries += [summarize_checkpoint(p, f"--{ENSEMBLE_KEY}") for p in members]
     check_compatible(
@@ -189,10 +189,12 @@ def check_ensemble_config(subcommand: str, sub: Any) -> None:
         [s.image_size for s in summaries],
         [s.center_crop for s in summaries],
     )
-    if subcommand == "test":
+    if subcommand in SCORED_SUBSET:
         data_args = (sub.get("data") or {}).get("init_args") or {}
         split_file = data_args.get("split_file") if hasattr(data_args, "get") else None
-        check_members_never_saw_the_test_set([s.path for s in summaries], str(split_file) if split_file else None)
+        check_members_never_trained_on_the_scored_images(
+            [s.path for s in summaries], SCORED_SUBSET[subcommand], str(split_file) if split_file else None
+        )
 
 
 def _split_of(path: str) -> dict[str, str]:
@@ -202,9 +204,16 @@ def _split_of(path: str) -> dict[str, str]:
     return dict(zip(split.get("hash") or [], split.get("subset") or [], strict=False))
 
 
-def _test_hashes(paths: list[str], split_file: str | None) -> set[str]:
-    """The images ``bloodcls test`` scores: ``split_file``'s test rows when given (and readable), else the split
-    the first checkpoint travels with."""
+# The split subset each evaluating command scores, and the subsets an ensemble member may not have used those images
+# for. Choosing a checkpoint on validation images is what a validated single model does too, so ``validate`` allows
+# it; ``test`` scores images no member may have seen at all.
+SCORED_SUBSET = {"validate": "val", "test": "test"}
+_FORBIDDEN_FOR = {"val": ("train", "unlabeled"), "test": ("train", "val", "unlabeled")}
+
+
+def _scored_hashes(paths: list[str], subset: str, split_file: str | None) -> set[str]:
+    """The images ``bloodcls validate`` / ``test`` score (``subset``: ``val`` / ``test``): ``split_file``'s rows of
+    that subset when given (and readable), else those of the split the first checkpoint travels with."""
     if split_file is not None:
         from bloodcls.data.split_plan import SavedSplit
 
@@ -212,22 +221,27 @@ def _test_hashes(paths: list[str], split_file: str | None) -> set[str]:
             saved = SavedSplit.from_csv(split_file)
         except (OSError, UserInputError, ValueError, KeyError):
             return set()  # the datamodule names a bad split file itself
-        return {h for h, subset in zip(saved.hashes, saved.subsets, strict=True) if subset == "test"}
-    return {h for h, subset in _split_of(paths[0]).items() if subset == "test"}
+        return {h for h, s in zip(saved.hashes, saved.subsets, strict=True) if s == subset}
+    return {h for h, s in _split_of(paths[0]).items() if s == subset}
 
 
-def check_members_never_saw_the_test_set(paths: list[str], split_file: str | None = None) -> None:
-    """``bloodcls test`` of an ensemble scores the first checkpoint's test split (or ``split_file``'s): refuse when
-    any member trained on (or selected its checkpoint with) one of those images -- e.g. the folds of a k-fold run,
-    where each image is in the training data of every fold but one."""
-    test = _test_hashes(paths, split_file)
+def check_members_never_trained_on_the_scored_images(
+    paths: list[str], subset: str = "test", split_file: str | None = None
+) -> None:
+    """``bloodcls test`` (``validate``) of an ensemble scores the first checkpoint's test (validation) split, or
+    ``split_file``'s: refuse when any member trained on one of those images -- e.g. the folds of a k-fold run, where
+    each image is in the training data of every fold but one -- or, for test, selected its checkpoint with one."""
+    scored = _scored_hashes(paths, subset, split_file)
+    forbidden = _FORBIDDEN_FOR[subset]
+    used = "trained or validated on" if "val" in forbidden else "trained on"
+    name = "test" if subset == "test" else "validation"
     for path in paths if split_file is not None else paths[1:]:
-        seen = sum(1 for h, subset in _split_of(path).items() if h in test and subset in ("train", "val", "unlabeled"))
+        seen = sum(1 for h, s in _split_of(path).items() if h in scored and s in forbidden)
         if seen:
             raise UserInputError(
-                f"ensemble member {path} trained or validated on {seen} of the {len(test)} test images "
-                f"({split_file or paths[0]}): evaluate this ensemble on images none of its members saw "
-                "(--data.init_args.split_file naming a held-out test set, or bloodcls predict on new images)"
+                f"ensemble member {path} {used} {seen} of the {len(scored)} {name} images "
+                f"({split_file or paths[0]}): evaluate this ensemble on images none of its members trained on "
+                "(--data.init_args.split_file naming a held-out set, or bloodcls predict on new images)"
             )
 
 

@@ -194,8 +194,9 @@ def _resolve_num_workers(config: Any) -> None:
     data_args.num_workers = auto_loader_workers(available_cpus(), accelerator_is_gpu(trainer.get("accelerator")))
 
 
-# ------------------------------------------------------------------ test / predict: --tta and --ensemble
-INFERENCE_COMMANDS = ("test", "predict")
+# ------------------------------------------------------------------ validate / test / predict: --tta and --ensemble
+# validate takes them too, so TTA and ensembles are chosen on the validation split before test is read.
+INFERENCE_COMMANDS = ("validate", "test", "predict")
 TTA_KEY, ENSEMBLE_KEY = "tta", "ensemble"
 
 
@@ -222,7 +223,8 @@ def add_inference_arguments(parser: LightningArgumentParser) -> None:
 
 
 def inference_callbacks(subcommand: str | None, config: Any) -> list[Callback]:
-    """The callback that applies ``--tta`` / ``--ensemble`` after the checkpoint is restored (test, predict)."""
+    """The callback that applies ``--tta`` / ``--ensemble`` after the checkpoint is restored (validate, test,
+    predict)."""
     if subcommand not in INFERENCE_COMMANDS:
         return []
     from bloodcls.callbacks.inference_overrides import InferenceOverrides

@@ -1,6 +1,7 @@
-"""``bloodcls test`` / ``predict`` ``--tta`` and ``--ensemble``: applied after Lightning restored the checkpoint
-(which sets the model's own inference settings) and before the first batch, and recorded in ``inference.json``
-beside the report or predictions (the test report copies it into metrics.json["inference"])."""
+"""``bloodcls validate`` / ``test`` / ``predict`` ``--tta`` and ``--ensemble``: applied after Lightning restored the
+checkpoint (which sets the model's own inference settings) and before the first batch, and recorded in
+``inference.json`` beside the metrics, report or predictions (the test report copies it into
+metrics.json["inference"]). ``validate`` takes them so that TTA and ensembles are chosen on validation."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from bloodcls.io import remove_outputs, write_json
 
 class InferenceOverrides(Callback):
     """Sets ``tta`` on the restored model and, with ``ensemble`` checkpoints, makes the model's
-    ``eval_probabilities`` -- which ``test_step`` and ``predict_step`` use for metrics, the report and
-    predictions.csv -- the mean over the model and the members (``Classifier.ensemble_members``), each with its own
-    temperature, TTA and normalisation."""
+    ``eval_probabilities`` -- which ``test_step`` and ``predict_step`` (and ``validation_step`` under
+    ``bloodcls validate``) use for metrics, the report and predictions.csv -- the mean over the model and the
+    members (``Classifier.ensemble_members``), each with its own temperature, TTA and normalisation."""
 
     def __init__(self, ckpt_path: str | None, tta: str | None = None, ensemble: list[str] | None = None) -> None:
         self.ckpt_path = ckpt_path
@@ -40,7 +41,7 @@ class InferenceOverrides(Callback):
         return run_dir(trainer)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage in ("test", "predict"):
+        if stage in ("validate", "test", "predict"):
             out_dir = self._out_dir(trainer, stage)
             if trainer.is_global_zero:
                 remove_outputs(out_dir / INFERENCE_JSON)  # never a stale record of another run
@@ -71,6 +72,14 @@ class InferenceOverrides(Callback):
         model: Any = pl_module  # a bloodcls Classifier
         model.ensemble_members = []
         self._members = []
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "validate":  # bloodcls validate only: never fit's validation loop
+            self._apply(trainer, pl_module, "validate")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "validate":
+            self._remove(pl_module)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._apply(trainer, pl_module, "test")

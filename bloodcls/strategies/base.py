@@ -298,11 +298,17 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         logits = self(batch["image"])
         self.val_loss.update(self.supervised_loss(logits, batch["label"]), weight=len(logits))
-        self.val_metrics.update(logits, batch["label"])
+        # bloodcls validate scores what test would (--tta, --ensemble, temperature), so those are chosen on
+        # validation; fit's validation stays one forward.
+        scores = self.eval_probabilities(batch["image"], logits) if self._validating_a_checkpoint() else logits
+        self.val_metrics.update(scores, batch["label"])
         # Metric objects: Lightning computes them at epoch end -- torchmetrics syncs their states over DDP ranks --
         # and resets them.
         self.log("val/loss", self.val_loss, batch_size=len(logits))
         self.log_dict(self.val_metrics, prog_bar=True, batch_size=len(logits))
+
+    def _validating_a_checkpoint(self) -> bool:
+        return self._trainer is not None and self._trainer.state.fn == "validate"
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])

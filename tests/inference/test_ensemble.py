@@ -62,3 +62,41 @@ def test_summarize_prints_the_fold_ensemble_command_only_for_kfold_folds(tmp_pat
     assert "no fold's test split can evaluate it" in note
     seeds = [RunIdentity(f"s{i}", ("x", "y"), 2, frozenset("ab"), everything, None) for i in range(2)]
     assert ensemble_note([tmp_path / "s0", tmp_path / "s1"], files, seeds) is None  # same test set: not folds
+
+
+class _Oracle(torch.nn.Module):
+    """A member that is sure of each image's true class, which the image carries in its first pixel."""
+
+    def eval_probabilities(self, images: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.nn.functional.one_hot(images[:, 0, 0, 0].long(), 3).float()
+
+
+def test_validate_scores_the_ensemble_so_it_can_be_chosen_on_validation() -> None:
+    import lightning
+
+    from bloodcls.strategies import Supervised
+
+    torch.manual_seed(0)
+    labels = torch.arange(12) % 3
+    images = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8)
+    images[:, 0, 0, 0] = labels.to(torch.uint8)
+    batches = [
+        {"image": images[i : i + 4], "label": labels[i : i + 4], "index": torch.arange(i, i + 4)} for i in (0, 4, 8)
+    ]
+    model = Supervised(num_classes=3, backbone="bloodcls_cnn_tiny")
+    model.eval()
+    with torch.no_grad():
+        alone = (model(images).argmax(1) == labels).float().mean().item()
+    assert alone < 1.0  # an untrained network: the oracles are what can make validation perfect
+
+    def validate() -> float:
+        trainer = lightning.Trainer(
+            accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False,
+        )  # fmt: skip
+        loader = torch.utils.data.DataLoader(batches, batch_size=None)  # the batches as they are
+        return float(trainer.validate(model, loader, verbose=False)[0]["val/acc"])
+
+    assert validate() == pytest.approx(alone)
+    model.ensemble_members = [_Oracle(), _Oracle()]  # type: ignore[list-item]  # what --ensemble sets
+    assert validate() == pytest.approx(1.0)  # two sure members outvote any single network

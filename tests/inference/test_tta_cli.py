@@ -97,6 +97,31 @@ def test_bad_tta_and_incompatible_members_are_one_line_errors(
     assert "trained or validated on 10 of the 10 test images" in seen
 
 
+@pytest.mark.slow  # the two_runs fixture fits two models (shared with the other slow tests here)
+def test_validate_takes_tta_and_ensemble_and_refuses_members_that_trained_on_validation(
+    two_runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from bloodcls.cli import main
+
+    a, b = two_runs  # same synthetic data and split seed: b selected its checkpoint on a's validation images
+    run = a.parent.parent
+    main(["validate", "--ckpt_path", str(a), "--ensemble", str(b), "--tta", "d4", "--trainer.enable_progress_bar", "0"])
+    out = run / "validate_ensemble"
+    record = json.loads((out / "inference.json").read_text())
+    assert record["stage"] == "validate" and [m["tta"] for m in record["members"]] == ["d4", "d4"]
+    assert "val/balanced_acc" in (out / "metrics.csv").read_text().splitlines()[0]
+    leaky = torch.load(b, map_location="cpu", weights_only=True)
+    split = leaky["BloodCellDataModule"]["split"]
+    n_val = split["subset"].count("val")
+    split["subset"] = ["train" if s == "val" else s for s in split["subset"]]
+    leaky_path = tmp_path / "leaky.ckpt"
+    torch.save(leaky, leaky_path)
+    seen = _one_line_error(["validate", "--ckpt_path", str(a), "--ensemble", str(leaky_path)], capsys)
+    assert f"trained on {n_val} of the {n_val} validation images" in seen
+
+
 @pytest.mark.slow  # ONNX export of an ensemble with d4 TTA, with the ONNX Runtime parity check
 def test_export_of_a_d4_ensemble_is_one_graph_that_passes_parity(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime", reason="the export extra is not installed")
