@@ -82,8 +82,9 @@ class BloodCLI(LightningCLI):
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if subcommand in ("validate", "test"):
-            # One results table per run: the test report's (bloodcls), not also Lightning's raw one.
+        if subcommand == "test":
+            # One results table per run: the test report's (bloodcls), not also Lightning's raw one. validate has
+            # no report of its own, so it keeps Lightning's table: the numbers a user ran it for.
             parser.set_defaults({"verbose": False})
         if subcommand in INFERENCE_COMMANDS:
             add_inference_arguments(parser)

@@ -70,6 +70,9 @@ def test_test_prints_one_table_by_default(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         main(["test", "--config", str(REPO / "configs/quickstart.yaml"), "--print_config"])
     assert "\nverbose: false\n" in capsys.readouterr().out  # Lightning's raw results table is off
+    with pytest.raises(SystemExit):
+        main(["validate", "--config", str(REPO / "configs/quickstart.yaml"), "--print_config"])
+    assert "\nverbose: true\n" in capsys.readouterr().out  # validate has no report: Lightning's table is its output
 
 
 def test_version_on_the_wandb_logger_names_the_run_folder() -> None:
