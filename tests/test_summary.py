@@ -222,3 +222,41 @@ def test_without_split_csv_the_test_size_decides_unless_the_configs_are_kfold(
         )
     summarize_main([str(a), str(b)])
     assert "over 2 runs" in capsys.readouterr().out
+
+
+def _write_scored(run: Path, hashes: list[str]) -> None:
+    """The test report's test_predictions.csv scoring the images ``img_<hash>.png`` (as _write_split names them)."""
+    lines = ["path,label,pred,confidence"] + [f"img_{h}.png,a,a,0.9" for h in hashes]
+    (run / "test" / "test_predictions.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_a_run_re_tested_on_other_images_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _write_run(tmp_path, "a", _metrics(0.8, 0.9, 1.0))
+    b = _write_run(tmp_path, "b", _metrics(0.9, 0.9, 1.0))
+    for run in (a, b):  # the same fit-time split ...
+        _write_split(run, ["h1", "h2"], ["h3", "h4"])
+    _write_scored(a, ["h1", "h2"])
+    _write_scored(b, ["h2", "h1"])  # ... scored alike (order does not matter): averaged
+    summarize_main([str(a), str(b)])
+    assert "over 2 runs" in capsys.readouterr().out
+    _write_scored(b, ["h2", "h3"])  # b re-tested on another split file: its report scored other images
+    assert f"{b} was tested on a different test set than {a} (2 vs 2 images, 2 not in both)" in _refused(
+        [str(a), str(b)], capsys
+    )
+    (b / "test" / "test_predictions.csv").write_text("path,label\nnew_lab/cell.png,a\nnew_lab/other.png,a\n")
+    assert "different test set" in _refused([str(a), str(b)], capsys)  # images the fit's split never had
+
+
+def test_runs_tested_with_other_tta_or_members_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def inference(*ttas: str) -> dict[str, Any]:
+        return {"inference": {"members": [{"ckpt_path": f"m{i}.ckpt", "tta": t} for i, t in enumerate(ttas)]}}
+
+    a = _write_run(tmp_path, "a", {**_metrics(0.8, 0.9, 1.0), **inference("none")})
+    b = _write_run(tmp_path, "b", {**_metrics(0.9, 0.9, 1.0), **inference("none")})
+    summarize_main([str(a), str(b)])
+    assert "over 2 runs" in capsys.readouterr().out
+    (b / "test" / "metrics.json").write_text(json.dumps({**_metrics(0.9, 0.9, 1.0), **inference("d4")}))
+    err = _refused([str(a), str(b)], capsys)
+    assert f"{b} was tested with 1 model with tta d4 but {a} with 1 model with tta none" in err
+    (b / "test" / "metrics.json").write_text(json.dumps({**_metrics(0.9, 0.9, 1.0), **inference("none", "none")}))
+    assert "2 models with tta none/none" in _refused([str(a), str(b)], capsys)

@@ -108,9 +108,10 @@ class RunIdentity:
     name: str
     classes: tuple[str, ...]
     n_test: int | None  # metrics.json's image count
-    test_set: frozenset[str] | None  # content hashes of split.csv's test rows (None: no split.csv)
+    test_set: frozenset[str] | None  # content hashes of the images the test report scored (None: no split.csv)
     all_images: frozenset[str] | None  # content hashes of every split.csv row (the dataset the folds partition)
     n_folds: int | None  # the run config's data n_folds (None: not a k-fold run, or no config.yaml)
+    inference: str | None = None  # how the test report predicted: members and their TTA (None: not recorded)
 
 
 def run_dir_of(metrics_file: Path) -> Path:
@@ -118,16 +119,41 @@ def run_dir_of(metrics_file: Path) -> Path:
     return metrics_file.parent.parent if metrics_file.parent.name == "test" else metrics_file.parent
 
 
-def _split_sets(run: Path) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+def _csv_rows(path: Path) -> list[dict[str, str]] | None:
     try:
-        with (run / "split.csv").open(newline="") as f:
-            rows = list(csv.DictReader(f))
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
     except (OSError, csv.Error, UnicodeDecodeError):
+        return None
+
+
+def _split_sets(run: Path, scored: Path) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """(the test set, every image) as content hashes of the run's split.csv. The test set is the images the test
+    report scored (``scored``: its test_predictions.csv) when it has them -- a re-test on another split file scores
+    other images than the fit's split -- and split.csv's test rows otherwise."""
+    rows = _csv_rows(run / "split.csv")
+    if rows is None:
         return None, None
     keys = [(r.get("hash") or r.get("path") or "", r.get("subset", "")) for r in rows]
     if not keys or any(not k for k, _ in keys):
         return None, None
-    return frozenset(k for k, subset in keys if subset == "test"), frozenset(k for k, _ in keys)
+    test_set = frozenset(k for k, subset in keys if subset == "test")
+    predictions = _csv_rows(scored)
+    if predictions and all(r.get("path") for r in predictions):
+        hash_of = {r.get("path"): key for r, (key, _) in zip(rows, keys, strict=True)}
+        # An image the fit's split does not know keeps its path: it can only match the same image in another run.
+        test_set = frozenset(hash_of.get(r["path"], f"path:{r['path']}") for r in predictions)
+    return test_set, frozenset(k for k, _ in keys)
+
+
+def _inference(metrics: Mapping[str, Any]) -> str | None:
+    """How the test report predicted, from metrics.json["inference"]: the number of models and each one's TTA."""
+    record = metrics.get("inference")
+    members = record.get("members") if isinstance(record, Mapping) else None
+    if not isinstance(members, list) or not members:
+        return None
+    ttas = "/".join(str(m.get("tta", "none")) if isinstance(m, Mapping) else "?" for m in members)
+    return f"{len(members)} model{'' if len(members) == 1 else 's'} with tta {ttas}"
 
 
 def _n_folds(run: Path) -> int | None:
@@ -142,12 +168,14 @@ def _n_folds(run: Path) -> int | None:
 
 
 def run_identity(name: str, metrics_file: Path, metrics: Mapping[str, Any]) -> RunIdentity:
-    """Classes from metrics.json, the test set from the run's split.csv, k-fold from its config.yaml."""
+    """Classes and TTA / ensemble from metrics.json, the test set from the run's split.csv and the report's
+    test_predictions.csv, k-fold from its config.yaml."""
     run = run_dir_of(metrics_file)
-    test_set, all_images = _split_sets(run)
+    test_set, all_images = _split_sets(run, metrics_file.parent / "test_predictions.csv")
     classes = tuple(str(row.get("class")) for row in metrics.get("per_class", []))
     n = metrics.get("n")
-    return RunIdentity(name, classes, n if isinstance(n, int) else None, test_set, all_images, _n_folds(run))
+    n_test = n if isinstance(n, int) else None
+    return RunIdentity(name, classes, n_test, test_set, all_images, _n_folds(run), _inference(metrics))
 
 
 def _is_kfold(runs: Sequence[RunIdentity]) -> bool:
@@ -155,8 +183,10 @@ def _is_kfold(runs: Sequence[RunIdentity]) -> bool:
     or the same folds equally often (folds x seeds) -- a fold counted twice would weigh double in the mean; without
     split.csv, every config naming the same n_folds."""
     if all(r.test_set is not None and r.all_images is not None for r in runs):
-        if len({r.all_images for r in runs}) != 1:
-            return False
+        if len({r.all_images for r in runs}) != 1 or any(
+            not (r.test_set or set()) <= (r.all_images or set()) for r in runs
+        ):
+            return False  # folds partition one dataset: each test set is a part of it
         folds = Counter(r.test_set or frozenset() for r in runs)
         distinct = list(folds)
         disjoint = all(not (a & b) for i, a in enumerate(distinct) for b in distinct[i + 1 :])
@@ -174,6 +204,12 @@ def check_comparable(runs: Sequence[RunIdentity]) -> None:
                 f"{run.name} has classes [{', '.join(run.classes)}] but {first.name} has "
                 f"[{', '.join(first.classes)}]: runs with different classes cannot be averaged"
             )
+    for run in runs[1:]:
+        if run.inference is not None and first.inference is not None and run.inference != first.inference:
+            raise UserInputError(
+                f"{run.name} was tested with {run.inference} but {first.name} with {first.inference}: re-test them "
+                "alike (bloodcls test --tta ...) before averaging"
+            )
     if len(runs) < 2 or _is_kfold(runs):
         return
     for run in runs[1:]:
@@ -182,7 +218,7 @@ def check_comparable(runs: Sequence[RunIdentity]) -> None:
                 differ = len(run.test_set ^ first.test_set)
                 raise UserInputError(
                     f"{run.name} was tested on a different test set than {first.name} ({len(run.test_set)} vs "
-                    f"{len(first.test_set)} images, {differ} not in both; split.csv): runs with different test "
+                    f"{len(first.test_set)} images, {differ} not in both): runs with different test "
                     "sets cannot be averaged (k-fold folds are recognised by disjoint test sets of one dataset)"
                 )
         elif run.n_test != first.n_test:
