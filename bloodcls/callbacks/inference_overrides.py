@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 
 from bloodcls.callbacks.reports import INFERENCE_JSON, PredictionsCSV, TestReport
 from bloodcls.distributed import run_dir
+from bloodcls.errors import UserInputError
 from bloodcls.inference.ensemble import describe_members, ensemble_review_threshold, load_member, set_tta
 from bloodcls.io import remove_outputs, write_json
 
@@ -74,8 +75,14 @@ class InferenceOverrides(Callback):
         self._members = []
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "validate":  # bloodcls validate only: never fit's validation loop
-            self._apply(trainer, pl_module, "validate")
+        if trainer.state.fn != "validate":  # bloodcls validate only: never fit's validation loop
+            return
+        if (self.tta is not None or self.ensemble) and not getattr(pl_module, "validates_with_eval_probabilities", 1):
+            raise UserInputError(
+                f"--tta / --ensemble: {type(pl_module).__name__} validates with its own probe, not with the "
+                "classifier's probabilities, so they do not apply to it"
+            )
+        self._apply(trainer, pl_module, "validate")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":

@@ -129,8 +129,9 @@ def _csv_rows(path: Path) -> list[dict[str, str]] | None:
 
 def _split_sets(run: Path, scored: Path) -> tuple[frozenset[str] | None, frozenset[str] | None]:
     """(the test set, every image) as content hashes of the run's split.csv. The test set is the images the test
-    report scored (``scored``: its test_predictions.csv) when it has them -- a re-test on another split file scores
-    other images than the fit's split -- and split.csv's test rows otherwise."""
+    report scored (``scored``: its test_predictions.csv) when split.csv lists every one of them -- a re-test on
+    another split file of the same data scores other images than the fit's split -- and split.csv's test rows
+    otherwise (no report rows, or paths the split does not know, e.g. the data was tested from another root)."""
     rows = _csv_rows(run / "split.csv")
     if rows is None:
         return None, None
@@ -139,10 +140,9 @@ def _split_sets(run: Path, scored: Path) -> tuple[frozenset[str] | None, frozens
         return None, None
     test_set = frozenset(k for k, subset in keys if subset == "test")
     predictions = _csv_rows(scored)
-    if predictions and all(r.get("path") for r in predictions):
-        hash_of = {r.get("path"): key for r, (key, _) in zip(rows, keys, strict=True)}
-        # An image the fit's split does not know keeps its path: it can only match the same image in another run.
-        test_set = frozenset(hash_of.get(r["path"], f"path:{r['path']}") for r in predictions)
+    hash_of = {r.get("path"): key for r, (key, _) in zip(rows, keys, strict=True)}
+    if predictions and all(r.get("path") in hash_of for r in predictions):
+        test_set = frozenset(hash_of[r["path"]] for r in predictions)
     return test_set, frozenset(k for k, _ in keys)
 
 
@@ -204,11 +204,12 @@ def check_comparable(runs: Sequence[RunIdentity]) -> None:
                 f"{run.name} has classes [{', '.join(run.classes)}] but {first.name} has "
                 f"[{', '.join(first.classes)}]: runs with different classes cannot be averaged"
             )
-    for run in runs[1:]:
-        if run.inference is not None and first.inference is not None and run.inference != first.inference:
+    recorded = [r for r in runs if r.inference is not None]  # metrics.json of older versions did not record it
+    for run in recorded[1:]:
+        if run.inference != recorded[0].inference:
             raise UserInputError(
-                f"{run.name} was tested with {run.inference} but {first.name} with {first.inference}: re-test them "
-                "alike (bloodcls test --tta ...) before averaging"
+                f"{run.name} was tested with {run.inference} but {recorded[0].name} with {recorded[0].inference}: "
+                "re-test them alike (bloodcls test --tta ...) before averaging"
             )
     if len(runs) < 2 or _is_kfold(runs):
         return

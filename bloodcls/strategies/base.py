@@ -307,6 +307,9 @@ class Classifier(L.LightningModule):
         self.log("val/loss", self.val_loss, batch_size=len(logits))
         self.log_dict(self.val_metrics, prog_bar=True, batch_size=len(logits))
 
+    # Whether validation scores eval_probabilities under bloodcls validate (so --tta / --ensemble apply to it).
+    validates_with_eval_probabilities = True
+
     def _validating_a_checkpoint(self) -> bool:
         return self._trainer is not None and self._trainer.state.fn == "validate"
 

@@ -111,6 +111,8 @@ class ContrastivePretrain(Classifier):
             "macro_f1": float(f1_score(eval_labels, pred, average="macro")),
         }
 
+    validates_with_eval_probabilities = False  # a linear probe on embeddings: no TTA, no ensemble members
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._val_embeddings.append(self.embed(batch["image"]).float().cpu())
         self._val_labels.append(batch["label"].cpu())

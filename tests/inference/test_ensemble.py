@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -100,3 +101,35 @@ def test_validate_scores_the_ensemble_so_it_can_be_chosen_on_validation() -> Non
     assert validate() == pytest.approx(alone)
     model.ensemble_members = [_Oracle(), _Oracle()]  # type: ignore[list-item]  # what --ensemble sets
     assert validate() == pytest.approx(1.0)  # two sure members outvote any single network
+
+
+def test_validate_overrides_apply_only_to_bloodcls_validate_and_are_removed_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    from types import SimpleNamespace
+
+    import bloodcls.callbacks.inference_overrides as overrides
+    from bloodcls.strategies import Supervised
+
+    def tiny() -> Supervised:
+        return Supervised(num_classes=3, backbone="bloodcls_cnn_tiny")
+
+    monkeypatch.setattr(overrides, "load_member", lambda path, tta: tiny())
+    monkeypatch.setattr(overrides, "run_dir", lambda trainer: tmp_path)
+    callback = overrides.InferenceOverrides("a.ckpt", "d4", ["b.ckpt"])
+    model = tiny()
+
+    def trainer(fn: str) -> Any:
+        return SimpleNamespace(state=SimpleNamespace(fn=fn), is_global_zero=True, callbacks=[])
+
+    callback.on_validation_start(trainer("fit"), model)  # fit's validation loop: untouched
+    assert model.ensemble_members == [] and model.inference.tta == "none"
+    callback.on_validation_start(trainer("validate"), model)
+    assert len(model.ensemble_members) == 1 and model.inference.tta == "d4"
+    assert json.loads((tmp_path / "inference.json").read_text())["stage"] == "validate"
+    callback.on_validation_end(trainer("validate"), model)
+    assert model.ensemble_members == []
+    model.validates_with_eval_probabilities = False  # type: ignore[misc]  # ContrastivePretrain's linear probe
+    with pytest.raises(UserInputError, match="do not apply"):
+        callback.on_validation_start(trainer("validate"), model)
