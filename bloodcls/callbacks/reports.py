@@ -112,7 +112,10 @@ class TestReport(Callback):
             extra["inference"] = {k: v for k, v in settings.to_dict().items() if k != "fitted_on"}
         record_file = out_dir / INFERENCE_JSON
         sections = {"inference": json.loads(record_file.read_text())} if record_file.is_file() else None
-        logits = gathered["logits"].cpu().numpy() if "logits" in gathered else None
+        # The before / after calibration view compares the model's plain softmax with what it reports; an ensemble's
+        # probabilities are not one model's tempered softmax, so it has no "before".
+        single = not getattr(pl_module, "ensemble_members", None)
+        logits = gathered["logits"].cpu().numpy() if "logits" in gathered and single else None
         metrics = write_report(
             out_dir,
             probs.numpy(),

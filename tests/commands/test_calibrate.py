@@ -210,7 +210,9 @@ def test_a_threshold_is_used_only_with_the_tta_and_the_single_model_it_was_chose
     assert json.loads((run / "test" / "metrics.json").read_text())["referral"]["review_threshold"] == 0.3
     member = run / "checkpoints" / "last.ckpt"  # same classes; an ensemble's averaged probabilities are flatter
     cli_main(["test", "--ckpt_path", str(best), "--ensemble", str(member)])
-    assert json.loads((run / "test_ensemble" / "metrics.json").read_text())["referral"]["review_threshold"] is None
+    ensemble = json.loads((run / "test_ensemble" / "metrics.json").read_text())
+    assert ensemble["referral"]["review_threshold"] is None
+    assert "calibration" not in ensemble  # no single model's plain softmax to compare the ensemble with
 
 
 def test_set_tta_keeps_a_threshold_only_for_the_mode_it_was_fitted_with() -> None:
