@@ -5,7 +5,7 @@ Runs the real CLI in-process (``bloodcls fit --config RECIPE`` plus any override
 paused (never used for selection; the run trains exactly as without it). Then ``bloodcls test`` evaluates the
 best-on-validation checkpoint, the number a user reports.
 
-    python bench/time_to_accuracy.py --config configs/pbc/resnet18_64px_crop.yaml --max-epochs 20 [-- OVERRIDES]
+    python bench/time_to_accuracy.py --config configs/pbc/cnn_small_64px_crop.yaml [--max-epochs N] [-- OVERRIDES]
 
 Writes ``bench/results/time_to_accuracy/<recipe>.{json,csv}`` (one row per epoch) and prints a summary.
 """
