@@ -183,10 +183,8 @@ def _is_kfold(runs: Sequence[RunIdentity]) -> bool:
     or the same folds equally often (folds x seeds) -- a fold counted twice would weigh double in the mean; without
     split.csv, every config naming the same n_folds."""
     if all(r.test_set is not None and r.all_images is not None for r in runs):
-        if len({r.all_images for r in runs}) != 1 or any(
-            not (r.test_set or set()) <= (r.all_images or set()) for r in runs
-        ):
-            return False  # folds partition one dataset: each test set is a part of it
+        if len({r.all_images for r in runs}) != 1:
+            return False
         folds = Counter(r.test_set or frozenset() for r in runs)
         distinct = list(folds)
         disjoint = all(not (a & b) for i, a in enumerate(distinct) for b in distinct[i + 1 :])
