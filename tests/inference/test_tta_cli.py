@@ -107,7 +107,8 @@ def test_validate_takes_tta_and_ensemble_and_refuses_members_that_trained_on_val
 
     a, b = two_runs  # same synthetic data and split seed: b selected its checkpoint on a's validation images
     run = a.parent.parent
-    main(["validate", "--ckpt_path", str(a), "--ensemble", str(b), "--tta", "d4", "--trainer.enable_progress_bar", "0"])
+    quiet = ["--trainer.enable_progress_bar", "false"]
+    main(["validate", "--ckpt_path", str(a), "--ensemble", str(b), "--tta", "d4", *quiet])
     out = run / "validate_ensemble"
     record = json.loads((out / "inference.json").read_text())
     assert record["stage"] == "validate" and [m["tta"] for m in record["members"]] == ["d4", "d4"]
