@@ -77,7 +77,8 @@ class InferenceOverrides(Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn != "validate":  # bloodcls validate only: never fit's validation loop
             return
-        if (self.tta is not None or self.ensemble) and not getattr(pl_module, "validates_with_eval_probabilities", 1):
+        overridden = self.tta is not None or bool(self.ensemble)
+        if overridden and not getattr(pl_module, "validates_with_eval_probabilities", True):
             raise UserInputError(
                 f"--tta / --ensemble: {type(pl_module).__name__} validates with its own probe, not with the "
                 "classifier's probabilities, so they do not apply to it"
