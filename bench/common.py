@@ -29,11 +29,11 @@ FLIPS_TRANSFORM = '[{"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip
 
 # The recommended CPU settings, as command-line overrides of any ``bloodcls fit`` config (README "Speed"), plus
 # ``--trainer.precision FAST_CPU_PRECISION``. bf16 autocast runs the convolutions on AMX / AVX512-BF16 through
-# oneDNN; NHWC is oneDNN's native layout; convolutions over 2 x 2 maps (ResNet's last stage at 64 px) run as one
-# GEMM, where oneDNN's kernels are slow; the fused AdamW kernel replaces a dozen elementwise passes over the
-# weights per step; loader workers would steal the cores the model needs (augmenting a cached uint8 batch costs
-# well under 1 % of a step). torch.compile is measured separately (FAST_COMPILE_OVERRIDES): it did not pay off
-# for ResNet-18 at 64 px on our CPU.
+# oneDNN; NHWC is oneDNN's native layout; the weight gradients of convolutions on maps up to 8 x 8 (and the whole
+# 2 x 2 ones) run as GEMMs, where oneDNN's kernels are slow; the fused AdamW kernel replaces a dozen elementwise
+# passes over the weights per step; loader workers would steal the cores the model needs (augmenting a cached uint8
+# batch costs well under 1 % of a step). torch.compile is measured separately (FAST_COMPILE_OVERRIDES): it did not
+# pay off for ResNet-18 at 64 px on our CPUs.
 FAST_CPU_PRECISION = "bf16-mixed"
 FAST_CPU_OVERRIDES: tuple[str, ...] = (
     "--model.init_args.channels_last",
