@@ -98,6 +98,25 @@ def test_strategies_warn_when_the_entropy_filter_cannot_bind() -> None:
         PseudoLabel(confidence_threshold=0.95, entropy_threshold=1.0, num_classes=8, backbone="bloodcls_cnn_tiny")
 
 
+def test_self_training_lr_restarts_every_round_or_runs_one_cosine() -> None:
+    # 12 epochs of 10 steps, rounds of 3 epochs, 5 warm-up steps: 4 rounds of 30 steps each.
+    factors: dict[bool, list[float]] = {}
+    for restarts in (True, False):
+        model = SelfTraining(
+            epochs_per_round=3, lr_restarts=restarts, confidence_threshold=0.7, entropy_threshold=0.4, **COMMON
+        )
+        model.trainer = SimpleNamespace(max_epochs=12)  # type: ignore[assignment]
+        factor = model.lr_multiplier(120, 5)
+        factors[restarts] = [factor(step) for step in range(120)]
+    restarted, single = factors[True], factors[False]
+    assert restarted[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # warm-up in the first round only
+    assert [restarted[s] for s in (30, 60, 90)] == [1.0, 1.0, 1.0]  # back to the peak at each round start
+    assert restarted[29] < 0.01
+    assert single[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert all(b <= a for a, b in zip(single[4:], single[5:], strict=False))  # never rises again after warm-up
+    assert single[60] == pytest.approx(0.5, abs=0.05) and single[119] < 0.01  # one cosine over the 120 steps
+
+
 def test_contrastive_checkpoints_refuse_to_evaluate_an_untrained_head() -> None:
     model = ContrastivePretrain(**COMMON)
     model.train()
