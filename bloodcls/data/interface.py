@@ -44,7 +44,7 @@ class PseudoLabels:
     positions: np.ndarray  # (M,) int64 positions in ``unlabeled_dataset()``
     labels: np.ndarray  # (M,) int64
     weights: np.ndarray  # (M,) float32 per-sample loss weights
-    labeled_ratio: float = 0.5  # share of each batch drawn from the labeled set
+    labeled_ratio: float = 0.5  # labeled share of each batch; the labeled part stays batch_size, pseudo-labels add
 
 
 @runtime_checkable

@@ -100,8 +100,9 @@ def train_loader(
 def pseudo_round_loader(
     settings: LoaderSettings, labeled: ImageArrayDataset, pseudo_set: ImageArrayDataset, pseudo: PseudoLabels
 ) -> CombinedLoader:
-    """Self-training round: each batch holds ``labeled_ratio`` labeled and the rest pseudo-labeled images,
-    the latter drawn with the balanced sampler over pseudo-label classes (accepted labels are imbalanced)."""
+    """Self-training round: each batch holds ``batch_size`` labeled images plus pseudo-labeled ones, so that
+    ``labeled_ratio`` of it is labeled (``round_batch_sizes``); the pseudo-labeled images are drawn with the
+    balanced sampler over pseudo-label classes (accepted labels are imbalanced)."""
     n_labeled, n_pseudo = round_batch_sizes(settings.batch_size, pseudo.labeled_ratio)
     steps = settings.steps_per_epoch or max(1, len(pseudo_set) // n_pseudo)
     pseudo_sampler = settings._make("balanced", pseudo.labels, steps * n_pseudo)

@@ -44,9 +44,10 @@ def pseudo_labeled(pool: ImageArrayDataset, pseudo: PseudoLabels, views: dict[st
 
 
 def round_batch_sizes(batch_size: int, labeled_ratio: float) -> tuple[int, int]:
-    """(labeled, pseudo-labeled) images per batch of a self-training round; each part gets at least one."""
-    n_labeled = min(batch_size - 1, max(1, int(round(batch_size * labeled_ratio))))
-    return n_labeled, batch_size - n_labeled
+    """(labeled, pseudo-labeled) images per batch of a self-training round: the labeled part stays ``batch_size``
+    (as in round 0 and in every other strategy, so each round presents as many labeled images) and the
+    pseudo-labeled images come on top, making ``labeled_ratio`` the labeled share of the batch (at least one)."""
+    return batch_size, max(1, int(round(batch_size * (1.0 - labeled_ratio) / labeled_ratio)))
 
 
 def make_pseudo_labels(

@@ -3,11 +3,13 @@
 Round 0 trains on the labeled images. At the end of each round the unlabeled pool is relabeled -- by the
 model's predictions, by label propagation over a k-NN graph of its embeddings with the labeled nodes clamped
 (Iscen et al., CVPR 2019), or by both averaged -- and pseudo-labels passing the confidence and entropy
-thresholds join training: each batch holds ``labeled_ratio`` labeled images and the rest pseudo-labeled ones,
-drawn with the balanced sampler because accepted pseudo-labels are class-imbalanced (the semi-supervised WBC
-recipe: half / half, batch 40). Rounds stop at ``max_rounds`` or when the validation metric has not improved
-for ``patience`` rounds. The relabeling runs in a callback (``bloodcls.callbacks.self_training_rounds``) that hands
-the labels to the data, which rebuilds its loaders: the datamodule owns datasets, the strategy owns the model.
+thresholds join training: each batch keeps the ``batch_size`` labeled images of round 0 and adds pseudo-labeled
+ones so that ``labeled_ratio`` of it is labeled (the semi-supervised WBC recipe: half / half) -- every round, like
+every other strategy, presents the same labeled images per step, the pseudo-labeled ones are extra compute. They
+are drawn with the balanced sampler because accepted pseudo-labels are class-imbalanced. Rounds stop at
+``max_rounds`` or when the validation metric has not improved for ``patience`` rounds. The relabeling runs in a
+callback (``bloodcls.callbacks.self_training_rounds``) that hands the labels to the data, which rebuilds its
+loaders: the datamodule owns datasets, the strategy owns the model.
 
 Relabeling (``bloodcls.strategies.relabeling``) embeds the pool once per round, also under DDP, and every rank
 trains on identical pseudo-labels.
@@ -32,7 +34,7 @@ class SelfTraining(Classifier):
     """Args:
     pseudo_label_source: ``model``, ``propagation`` or ``both`` (mean of the two distributions).
     confidence_threshold, entropy_threshold: pseudo-label filters (entropy normalised by log K; 1.0 = off).
-    labeled_ratio: share of labeled images in each batch of rounds >= 1.
+    labeled_ratio: labeled share of each batch of rounds >= 1 (``batch_size`` labeled + the pseudo-labeled rest).
     epochs_per_round: training epochs per round.
     lr_restarts: with ``lr_schedule: cosine``, restart the cosine every round (SGDR: every round ends at a low LR)
         or, ``False``, run one cosine over ``max_epochs`` across the rounds (no return to the peak LR; only the

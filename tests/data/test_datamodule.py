@@ -51,6 +51,19 @@ def test_labels_per_class_makes_unlabeled_pool() -> None:
     assert dm.train_class_counts().tolist() == [4] * 5
 
 
+@pytest.mark.parametrize(("labeled_ratio", "n_pseudo"), [(0.5, 8), (0.8, 2), (0.25, 24)])
+def test_self_training_rounds_keep_the_labeled_batch_and_add_pseudo_labels(labeled_ratio: float, n_pseudo: int) -> None:
+    # Every round presents as many labeled images per step as round 0 (and as supervised-only): the compute-matched
+    # label-efficiency comparison rests on it. The pseudo-labeled images come on top.
+    dm = _dm(source=SyntheticSource(12), labels_per_class=2, steps_per_epoch=2)
+    dm.setup("fit")
+    before = next(iter(dm.train_dataloader()))
+    dm.set_pseudo_labels(np.arange(10), np.arange(10) % 5, labeled_ratio=labeled_ratio)
+    batch, _, _ = next(iter(dm.train_dataloader()))  # a CombinedLoader yields (batch, batch_idx, loader_idx)
+    assert len(before["label"]) == 8
+    assert len(batch["labeled"]["label"]) == 8 and len(batch["unlabeled"]["pseudo_label"]) == n_pseudo
+
+
 def test_balanced_sampler_and_smote_on_imbalanced_folder(tmp_path: Path, image_folder: Path) -> None:
     root = tmp_path / "imbalanced"
     shutil.copytree(image_folder, root)
