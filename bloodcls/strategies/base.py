@@ -37,11 +37,14 @@ def registered_strategies() -> dict[str, type[Classifier]]:
 
 @dataclass
 class UnlabeledOutput:
-    """What a strategy's unlabeled term returns: the (unweighted) loss, its weight, and statistics to log."""
+    """What a strategy's unlabeled term returns: the (unweighted) loss, its weight, and statistics to log.
+    A loss of several terms carries their weights itself (``weight`` 1); ``logged_weight`` is then the main term's
+    ramped weight, what ``train/unsup_weight`` shows."""
 
     loss: torch.Tensor
     weight: float = 1.0
     stats: dict[str, float | torch.Tensor] = field(default_factory=dict)
+    logged_weight: float | None = None
 
 
 def _eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -287,7 +290,8 @@ class Classifier(L.LightningModule):
         if out is not None:
             loss = loss + out.weight * out.loss
             self.log("train/loss_unsup", out.loss, batch_size=batch_size)
-            self.log("train/unsup_weight", float(out.weight), batch_size=batch_size)
+            logged = out.weight if out.logged_weight is None else out.logged_weight
+            self.log("train/unsup_weight", float(logged), batch_size=batch_size)
             for name, value in out.stats.items():
                 self.log(f"train/{name}", value, batch_size=batch_size)
         with torch.no_grad():  # under mixup / CutMix: against the dominant class of each soft target

@@ -88,4 +88,4 @@ class FreeMatch(FixMatch):
         fair = fairness_loss(logits, mask, self.p_model, self.label_hist)
         out.stats["loss_fairness"] = fair.detach()
         # Two terms with their own weights: the returned loss carries them, its weight is 1.
-        return UnlabeledOutput(out.weight * out.loss + self.lambda_e * fair, 1.0, out.stats)
+        return UnlabeledOutput(out.weight * out.loss + self.lambda_e * fair, 1.0, out.stats, logged_weight=out.weight)

@@ -157,7 +157,7 @@ class MeanTeacher(Classifier):
         loss_lp, lp_mask = self.propagation_loss(student[n:], unlabeled["pool_index"])
         stats |= {"loss_consistency": loss.detach(), "loss_lp": loss_lp.detach(), "lp_mask_ratio": lp_mask.mean()}
         # Two terms with their own weights: the returned loss carries them, its weight is 1.
-        return UnlabeledOutput(weight * loss + self.lp_weight * loss_lp, 1.0, stats)
+        return UnlabeledOutput(weight * loss + self.lp_weight * loss_lp, 1.0, stats, logged_weight=weight)
 
     def propagation_loss(self, student_logits: torch.Tensor, pool_index: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Cross-entropy of the student on the batch's images that carry an accepted propagated label, averaged

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from strategy_fakes import K
+from strategy_fakes import K, make_batch
 
 from bloodcls.strategies import FlexMatch, FreeMatch, SoftMatch
 from bloodcls.strategies.flexmatch import flexmatch_class_effects
@@ -76,6 +76,14 @@ def test_freematch_fairness_term_by_hand() -> None:
     expected = sum(p * math.log(q + 1e-12) for p, q in zip(model, mean, strict=True))
     assert fairness_loss(logits, mask, p_model, label_hist).item() == pytest.approx(expected, rel=1e-5)
     assert fairness_loss(logits, torch.zeros(3, dtype=torch.bool), p_model, label_hist).item() == 0.0
+
+
+def test_freematch_folds_both_weights_into_its_loss_and_logs_lambda_u() -> None:
+    torch.manual_seed(0)
+    model = FreeMatch(lambda_u=2.0, lambda_e=0.5, **COMMON)
+    out = model.unlabeled_loss(make_batch(model.loader_request())["unlabeled"], 0)
+    assert out.weight == 1.0 and out.logged_weight == 2.0  # train/unsup_weight shows lambda_u, not the folded 1
+    assert "loss_fairness" in out.stats
 
 
 def test_softmatch_weights_are_one_above_the_mean_and_a_truncated_gaussian_below() -> None:

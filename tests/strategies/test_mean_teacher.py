@@ -92,6 +92,18 @@ def test_mean_teacher_propagation_term_is_a_masked_cross_entropy_with_gradient()
     assert float(out.stats["lp_mask_ratio"]) == pytest.approx(4 / 6)
     consistency = model.consistency_weight * out.stats["loss_consistency"]
     torch.testing.assert_close(out.loss.detach(), consistency + 2.0 * ce, rtol=1e-5, atol=1e-6)
+    # Both weights are inside the loss; train/unsup_weight shows the consistency weight, not the 1 it is scaled by.
+    assert out.weight == 1.0 and out.logged_weight == model.consistency_weight
+
+
+def test_training_step_logs_the_consistency_weight_when_the_loss_carries_two_terms(monkeypatch: Any) -> None:
+    torch.manual_seed(0)
+    model = MeanTeacher(rampup_epochs=0, lp_weight=2.0, consistency_weight=7.0, **COMMON)
+    model.lp_labels = torch.tensor([2, -1, 0, -1, 1, 1])
+    logged: dict[str, Any] = {}
+    monkeypatch.setattr(model, "log", lambda name, value, **kwargs: logged.__setitem__(name, value))
+    model.training_step(make_batch(model.loader_request()), 0)
+    assert logged["train/unsup_weight"] == 7.0 and "train/loss_lp" in logged
 
 
 def test_mean_teacher_without_propagated_labels_is_plain_mean_teacher() -> None:
