@@ -106,8 +106,9 @@ class SelfTraining(Classifier):
         return UnlabeledOutput(loss, 1.0, stats)
 
     def relabel(self) -> dict[str, Any]:
-        """Relabel the whole unlabeled pool with the current network: accepted positions, labels, weights and
-        statistics -- the same on every rank (under DDP a collective call: every rank must make it)."""
+        """Relabel the whole unlabeled pool with the evaluation network (the EMA copy under ``ema_eval``, the
+        network that validation and patience judge): accepted positions, labels, weights and statistics -- the
+        same on every rank (under DDP a collective call: every rank must make it)."""
         settings = RelabelSettings(
             self.pseudo_label_source,
             self.confidence_threshold,
@@ -116,4 +117,4 @@ class SelfTraining(Classifier):
             self.lp_alpha,
             self.weight_by_certainty,
         )
-        return relabel_pool(self, backbone(self.net), self.training_data(), settings)
+        return relabel_pool(self, backbone(self.eval_network()), self.training_data(), settings)

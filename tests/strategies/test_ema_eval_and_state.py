@@ -117,6 +117,19 @@ def test_self_training_lr_restarts_every_round_or_runs_one_cosine() -> None:
     assert single[60] == pytest.approx(0.5, abs=0.05) and single[119] < 0.01  # one cosine over the 120 steps
 
 
+@pytest.mark.parametrize("ema_eval", [False, True])
+def test_self_training_relabels_with_the_network_validation_judges(ema_eval: bool, monkeypatch: Any) -> None:
+    from bloodcls.strategies import self_training
+
+    model = SelfTraining(ema_eval=ema_eval, confidence_threshold=0.7, entropy_threshold=0.4, **COMMON)
+    used: list[Any] = []
+    monkeypatch.setattr(self_training, "backbone", lambda net: net)
+    monkeypatch.setattr(self_training, "relabel_pool", lambda module, net, data, settings: used.append(net))
+    monkeypatch.setattr(model, "training_data", lambda: None)
+    model.relabel()
+    assert used == [model.ema_net if ema_eval else model.net] and (model.ema_net is not None) == ema_eval
+
+
 def test_contrastive_checkpoints_refuse_to_evaluate_an_untrained_head() -> None:
     model = ContrastivePretrain(**COMMON)
     model.train()
