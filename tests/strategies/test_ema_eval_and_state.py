@@ -1,5 +1,6 @@
 """The EMA evaluation model (used by test / predict / export, in the checkpoint), the entropy bound and its warning,
-contrastive checkpoints refusing to evaluate, and self-training pseudo-labels surviving a resume."""
+contrastive checkpoints refusing to evaluate, and self-training: pseudo-labels surviving a resume, its LR schedule
+with and without restarts, relabeling with the network validation judges."""
 
 from __future__ import annotations
 
