@@ -236,10 +236,11 @@ def test_self_training_ranks_hold_identical_pseudo_labels(tmp_path: Path) -> Non
     assert records[0]["pseudo_positions"] == records[1]["pseudo_positions"] == list(range(len(pool_rows)))
     assert records[0]["pseudo_labels"] == records[1]["pseudo_labels"]
     assert set(records[0]["pseudo_labels"]) <= set(range(len(run.class_names)))
-    # The pseudo-labeled half of each batch is a per-rank share of one balanced draw over pseudo-label classes.
+    # The pseudo-labeled part of each batch (labeled_ratio 0.5: 10 on top of the 10 labeled images, 2 steps) is a
+    # per-rank share of one balanced draw over pseudo-label classes.
     pseudo_labels = np.array(records[0]["pseudo_labels"])
     for rank in range(WORLD):
-        expected = BalancedClassSampler(pseudo_labels, num_samples=2 * 5, seed=0, rank=rank, world_size=WORLD)
+        expected = BalancedClassSampler(pseudo_labels, num_samples=2 * 10, seed=0, rank=rank, world_size=WORLD)
         expected.set_epoch(1)
         assert run.seen(rank, 1, "unlabeled_index") == [pool_rows[i] for i in expected]
 
